@@ -1,0 +1,2 @@
+//! The fetch URI: choose the mailbox by the caller's asserted identity, deliver stored messages
+//! over MSRP with a send window, remove each only after its 200, then hang up.

@@ -1,0 +1,3 @@
+//! Message-waiting indication: RFC 3842 `application/simple-message-summary` bodies with the
+//! RFC 3458 `Text-Message` class, the RFC 3903 PUBLISH state machine (sans-IO) and the RFC 6665
+//! SUBSCRIBE/NOTIFY notifier.

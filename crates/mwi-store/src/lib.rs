@@ -1,0 +1,2 @@
+//! The mwi-store application: configuration, wiring of the protocol crates to the store, the
+//! admin and client commands.
