@@ -1,0 +1,541 @@
+//! Configuration: one TOML file, every key optional with the embedded defaults of SPEC §7.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) and [`Config::validate`] checks every value
+//! at start-up, so an operator's typo fails loudly with the key, the value and why instead of
+//! being ignored.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipSection,
+    pub msrp: MsrpSection,
+    pub store: StoreSection,
+    pub fetch: FetchSection,
+    pub mwi: MwiSection,
+    pub deposit: DepositSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipSection {
+    /// `transport:host:port`, transport `udp` or `tcp`; IPv6 as `udp:[::1]:5070`.
+    pub listen: Vec<String>,
+    /// Addresses or CIDRs whose From / P-Asserted-Identity are believed (RFC 3325).
+    pub trusted_proxies: Vec<String>,
+    /// Host names that mean "this server" in a Request-URI (RFC 4458 retargeting), besides
+    /// the listen addresses.
+    pub local_hosts: Vec<String>,
+    pub user_agent: String,
+    /// Listen backlog for TCP listeners (SPEC §5: at least 4096 for bursts).
+    pub tcp_backlog: u32,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        Self {
+            listen: vec!["udp:127.0.0.1:5070".into(), "tcp:127.0.0.1:5070".into()],
+            trusted_proxies: vec!["127.0.0.1/32".into()],
+            local_hosts: Vec::new(),
+            user_agent: format!("mwi-store/{}", env!("CARGO_PKG_VERSION")),
+            tcp_backlog: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MsrpSection {
+    /// `host:port` put in `a=path`; port 0 picks one.
+    pub listen: String,
+    /// Largest message accepted or sent (`a=max-size`).
+    pub max_message_bytes: u64,
+    /// Outgoing chunk size.
+    pub chunk_size: usize,
+    /// How long an outgoing SEND waits for its response.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for MsrpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2855".into(),
+            max_message_bytes: 1024 * 1024,
+            chunk_size: 2048,
+            send_timeout_secs: 30,
+        }
+    }
+}
+
+/// SQLite durability: `full` (default) makes every acknowledged message survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynchronousMode {
+    Full,
+    Normal,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: PathBuf,
+    pub synchronous: SynchronousMode,
+    pub group_commit_max_rows: usize,
+    pub group_commit_max_wait_us: u64,
+    pub max_message_bytes: u64,
+    pub max_messages_per_mailbox: u64,
+    pub max_bytes_per_mailbox: u64,
+    /// Messages older than this are purged; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("mwi-store.db"),
+            synchronous: SynchronousMode::Full,
+            group_commit_max_rows: 512,
+            group_commit_max_wait_us: 1000,
+            max_message_bytes: 1024 * 1024,
+            max_messages_per_mailbox: 1000,
+            max_bytes_per_mailbox: 16 * 1024 * 1024,
+            retention_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchSection {
+    /// The one fetch URI; also the `Message-Account` of every summary.
+    pub uri: String,
+    /// SENDs in flight during a fetch.
+    pub window: usize,
+    /// Keep delivered messages as "old" for this many days; 0 deletes them on delivery.
+    pub keep_delivered_days: u32,
+    pub no_messages_text: String,
+    /// Prefix for fetchers that do not accept CPIM; `{sender}` and `{time}` are replaced.
+    pub plain_prefix: String,
+}
+
+impl Default for FetchSection {
+    fn default() -> Self {
+        Self {
+            uri: "sip:offline@example.com".into(),
+            window: 32,
+            keep_delivered_days: 0,
+            no_messages_text: "You have no new messages".into(),
+            plain_prefix: "{sender}, {time}: ".into(),
+        }
+    }
+}
+
+/// How message-waiting is signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MwiMode {
+    /// PUBLISH to the proxy's presence server (RFC 3903).
+    Publish,
+    /// Answer SUBSCRIBE and NOTIFY directly (RFC 6665).
+    Notify,
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MwiSection {
+    pub mode: MwiMode,
+    /// `transport:host:port` where PUBLISH goes.
+    pub proxy: String,
+    pub expires: u32,
+    /// From of the PUBLISH; empty means the mailbox AoR.
+    pub from: String,
+    /// Also emit `Voice-Message: 0/0` (some phones ignore a summary without it).
+    pub voice_message_line: bool,
+    /// RFC 3842 §5.2 message headers of the newest N messages; 0 for none.
+    pub message_headers: usize,
+    pub backoff_initial_secs: u64,
+    pub backoff_max_secs: u64,
+    /// Start-up publishes per second (every mailbox with waiting messages is republished).
+    pub startup_publish_rate: u32,
+    /// Digest credentials for 401/407 on PUBLISH.
+    pub auth_user: String,
+    pub auth_password: String,
+    pub subscribe_min_expires: u32,
+    pub subscribe_max_expires: u32,
+}
+
+impl Default for MwiSection {
+    fn default() -> Self {
+        Self {
+            mode: MwiMode::Publish,
+            proxy: "udp:127.0.0.1:5060".into(),
+            expires: 3600,
+            from: String::new(),
+            voice_message_line: false,
+            message_headers: 0,
+            backoff_initial_secs: 2,
+            backoff_max_secs: 300,
+            startup_publish_rate: 50,
+            auth_user: String::new(),
+            auth_password: String::new(),
+            subscribe_min_expires: 60,
+            subscribe_max_expires: 86_400,
+        }
+    }
+}
+
+/// What to do with a deposit for a full mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxFullPolicy {
+    /// 486 Busy Here with a Warning saying the mailbox is full.
+    Reject,
+    /// Answer and tell the caller in the greeting that nothing can be kept.
+    Accept,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DepositSection {
+    pub greeting: String,
+    pub idle_timeout_secs: u64,
+    /// Accept deposits from sources outside `trusted_proxies` (sender marked unverified).
+    pub accept_untrusted: bool,
+    /// Content types stored besides `text/*` and CPIM-wrapped `text/*`.
+    pub extra_types: Vec<String>,
+    pub mailbox_full: MailboxFullPolicy,
+}
+
+impl Default for DepositSection {
+    fn default() -> Self {
+        Self {
+            greeting: "I am offline but you can type a message".into(),
+            idle_timeout_secs: 90,
+            accept_untrusted: false,
+            extra_types: Vec::new(),
+            mailbox_full: MailboxFullPolicy::Reject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// Append to this file (reopened on SIGHUP); empty logs to stderr.
+    pub file: String,
+    /// `RUST_LOG`-style filter; the `RUST_LOG` environment variable wins.
+    pub level: String,
+    /// Log message bodies (off: bodies are private).
+    pub log_bodies: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            file: String::new(),
+            level: "info".into(),
+            log_bodies: false,
+        }
+    }
+}
+
+/// A transport-qualified address such as `udp:127.0.0.1:5070` or `tcp:[::1]:5070`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl std::str::FromStr for TransportAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (transport, rest) = s
+            .split_once(':')
+            .ok_or_else(|| "expected transport:host:port, e.g. udp:127.0.0.1:5070".to_string())?;
+        let transport = match transport.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+        };
+        let addr = rest
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("`{rest}` is not an IP address and port: {e}"))?;
+        Ok(Self { transport, addr })
+    }
+}
+
+impl std::fmt::Display for TransportAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        write!(f, "{t}:{}", self.addr)
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot: addresses, URIs, ranges.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.sip.listen.is_empty() {
+            bail!("key `sip.listen` is empty: give at least one transport:host:port");
+        }
+        for (i, l) in self.sip.listen.iter().enumerate() {
+            l.parse::<TransportAddr>()
+                .map_err(|why| anyhow::anyhow!("key `sip.listen[{i}]` = {l:?}: {why}"))?;
+        }
+        for (i, p) in self.sip.trusted_proxies.iter().enumerate() {
+            parse_net(p)
+                .map_err(|why| anyhow::anyhow!("key `sip.trusted_proxies[{i}]` = {p:?}: {why}"))?;
+        }
+        if self.sip.tcp_backlog < 1 {
+            bail!("key `sip.tcp_backlog` = 0: must be at least 1 (4096 recommended)");
+        }
+        self.msrp_listen()?;
+        if self.msrp.chunk_size < 64 {
+            bail!(
+                "key `msrp.chunk_size` = {}: must be at least 64 bytes",
+                self.msrp.chunk_size
+            );
+        }
+        if self.msrp.send_timeout_secs == 0 {
+            bail!("key `msrp.send_timeout_secs` = 0: must be at least 1");
+        }
+        if self.store.path.as_os_str().is_empty() {
+            bail!("key `store.path` is empty: give a file name for the SQLite database");
+        }
+        if self.store.group_commit_max_rows == 0 {
+            bail!("key `store.group_commit_max_rows` = 0: must be at least 1");
+        }
+        if self.store.max_message_bytes == 0 {
+            bail!("key `store.max_message_bytes` = 0: must be at least 1");
+        }
+        let uri = &self.fetch.uri;
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) || !uri.contains('@') {
+            bail!("key `fetch.uri` = {uri:?}: expected a SIP URI such as sip:offline@example.com");
+        }
+        if self.fetch.window == 0 || self.fetch.window > 1024 {
+            bail!(
+                "key `fetch.window` = {}: must be between 1 and 1024",
+                self.fetch.window
+            );
+        }
+        if self.mwi.mode != MwiMode::Notify {
+            self.mwi_proxy()?;
+        }
+        if self.mwi.expires < 60 {
+            bail!(
+                "key `mwi.expires` = {}: must be at least 60 seconds",
+                self.mwi.expires
+            );
+        }
+        if self.mwi.backoff_initial_secs == 0
+            || self.mwi.backoff_max_secs < self.mwi.backoff_initial_secs
+        {
+            bail!(
+                "keys `mwi.backoff_initial_secs` = {} / `mwi.backoff_max_secs` = {}: need 0 < initial <= max",
+                self.mwi.backoff_initial_secs,
+                self.mwi.backoff_max_secs
+            );
+        }
+        if self.mwi.subscribe_min_expires > self.mwi.subscribe_max_expires {
+            bail!(
+                "keys `mwi.subscribe_min_expires` = {} > `mwi.subscribe_max_expires` = {}",
+                self.mwi.subscribe_min_expires,
+                self.mwi.subscribe_max_expires
+            );
+        }
+        if self.mwi.startup_publish_rate == 0 {
+            bail!("key `mwi.startup_publish_rate` = 0: must be at least 1 per second");
+        }
+        if self.deposit.idle_timeout_secs == 0 {
+            bail!("key `deposit.idle_timeout_secs` = 0: must be at least 1");
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("key `log.level` = {:?}: {e}", self.log.level))?;
+        Ok(())
+    }
+
+    /// The parsed SIP listen addresses (validated by [`Config::validate`]).
+    pub fn sip_listen(&self) -> anyhow::Result<Vec<TransportAddr>> {
+        self.sip
+            .listen
+            .iter()
+            .map(|l| {
+                l.parse()
+                    .map_err(|why| anyhow::anyhow!("key `sip.listen` = {l:?}: {why}"))
+            })
+            .collect()
+    }
+
+    /// The parsed MSRP listen address.
+    pub fn msrp_listen(&self) -> anyhow::Result<SocketAddr> {
+        self.msrp.listen.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "key `msrp.listen` = {:?}: expected host:port such as 127.0.0.1:2855 ({e})",
+                self.msrp.listen
+            )
+        })
+    }
+
+    /// The parsed PUBLISH destination.
+    pub fn mwi_proxy(&self) -> anyhow::Result<TransportAddr> {
+        self.mwi
+            .proxy
+            .parse()
+            .map_err(|why| anyhow::anyhow!("key `mwi.proxy` = {:?}: {why}", self.mwi.proxy))
+    }
+
+    /// The parsed trusted proxy networks.
+    pub fn trusted_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.sip
+            .trusted_proxies
+            .iter()
+            .map(|p| parse_net(p).map_err(|why| anyhow::anyhow!("{p:?}: {why}")))
+            .collect()
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.deposit.idle_timeout_secs)
+    }
+}
+
+/// An address (`127.0.0.1`) or a network (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| "expected an IP address or CIDR such as 127.0.0.1/32".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = Config::parse("").expect("empty config is valid");
+        assert_eq!(c.sip.listen, ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]);
+        assert_eq!(c.sip.trusted_proxies, ["127.0.0.1/32"]);
+        assert_eq!(c.msrp.listen, "127.0.0.1:2855");
+        assert_eq!(c.store.path, PathBuf::from("mwi-store.db"));
+        assert_eq!(c.fetch.uri, "sip:offline@example.com");
+        assert_eq!(c.mwi.mode, MwiMode::Publish);
+        assert_eq!(c.mwi.proxy, "udp:127.0.0.1:5060");
+        assert_eq!(c.mwi.expires, 3600);
+        assert_eq!(c.deposit.idle_timeout_secs, 90);
+        assert_eq!(
+            c.deposit.greeting,
+            "I am offline but you can type a message"
+        );
+        assert!(c.sip.tcp_backlog >= 4096);
+    }
+
+    #[test]
+    fn spec_section_7_example_parses() {
+        let text = r#"
+[sip]
+listen = ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+trusted_proxies = ["127.0.0.1/32"]
+[msrp]
+listen = "127.0.0.1:2855"
+[store]
+path = "mwi-store.db"
+[fetch]
+uri = "sip:offline@example.com"
+[mwi]
+mode = "both"
+proxy = "udp:127.0.0.1:5060"
+expires = 3600
+[deposit]
+greeting = "I am offline but you can type a message"
+idle_timeout_secs = 90
+"#;
+        let c = Config::parse(text).expect("spec example is valid");
+        assert_eq!(c.mwi.mode, MwiMode::Both);
+        let listen = c.sip_listen().expect("listen parses");
+        assert_eq!(listen[1].transport, Transport::Tcp);
+        assert_eq!(listen[1].addr.port(), 5070);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Config::parse("[sip]\nlisten_on = []\n").expect_err("unknown key");
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_value_and_reason() {
+        let err = Config::parse("[sip]\nlisten = [\"sctp:1.2.3.4:5\"]\n").expect_err("bad");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("sip.listen[0]") && msg.contains("sctp"),
+            "{msg}"
+        );
+
+        let err = Config::parse("[sip]\ntrusted_proxies = [\"10.0.0.0/99\"]\n").expect_err("bad");
+        assert!(err.to_string().contains("sip.trusted_proxies[0]"), "{err}");
+
+        let err = Config::parse("[fetch]\nuri = \"offline\"\n").expect_err("bad");
+        assert!(err.to_string().contains("fetch.uri"), "{err}");
+
+        let err = Config::parse("[mwi]\nmode = \"shout\"\n").expect_err("bad");
+        assert!(err.to_string().contains("shout"), "{err}");
+
+        let err = Config::parse("[msrp]\nlisten = \"nowhere\"\n").expect_err("bad");
+        assert!(err.to_string().contains("msrp.listen"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_listen_and_plain_address_proxies() {
+        let c = Config::parse(
+            "[sip]\nlisten = [\"udp:[::1]:5070\"]\ntrusted_proxies = [\"::1\", \"10.1.2.3\"]\n",
+        )
+        .expect("valid");
+        assert!(c.sip_listen().expect("parses")[0].addr.is_ipv6());
+        assert_eq!(c.trusted_networks().expect("parses").len(), 2);
+    }
+}
