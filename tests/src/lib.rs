@@ -1,2 +1,261 @@
 //! Harness for the end-to-end tests in `tests/tests/`: starts the real `mwi-store` binary on
-//! loopback ports with a temporary store and stops it when the handle drops.
+//! loopback ports with a temporary store, reads the addresses it bound from its start-up log
+//! line, and kills it when the handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+/// Path of the `mwi-store` binary, built once per test process with the same profile as the
+/// test itself (the test executable lives in `target/<profile>/deps/`).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binary().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "mwi-store", "--bin", "mwi-store"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let status = cmd.status().context("run cargo build for mwi-store")?;
+    if !status.success() {
+        bail!("cargo build -p mwi-store failed: {status}");
+    }
+    let bin = profile_dir.join("mwi-store");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// SIP over UDP.
+    pub sip_udp: SocketAddr,
+    /// SIP over TCP.
+    pub sip_tcp: SocketAddr,
+    /// MSRP listener.
+    pub msrp: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub config: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server with SIP (UDP+TCP) and MSRP on free loopback ports, a fresh store and
+    /// JSON logs. `extra_toml` is appended to the generated config (sections not already set
+    /// there: `[fetch]`, `[mwi]`, `[deposit]`, `[store]` keys other than `path`…).
+    pub fn start(extra_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("mwi-store.db");
+        Self::start_in(dir, db, extra_toml)
+    }
+
+    /// Starts on an existing directory and database (restart tests).
+    pub fn start_in(dir: tempfile::TempDir, db: PathBuf, extra_toml: &str) -> anyhow::Result<Self> {
+        let config = dir.path().join("mwi-store.toml");
+        let sip_section = if extra_toml.contains("[sip]") {
+            String::new()
+        } else {
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\n".to_string()
+        };
+        let msrp_section = if extra_toml.contains("[msrp]") {
+            String::new()
+        } else {
+            "[msrp]\nlisten = \"127.0.0.1:0\"\n".to_string()
+        };
+        let text = format!(
+            "{sip_section}{msrp_section}[store]\npath = {:?}\n{extra_toml}\n",
+            db.display().to_string()
+        );
+        let text = merge_store_section(&text);
+        std::fs::write(&config, text)?;
+        let mut child = Command::new(binary()?)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn mwi-store")?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if std::env::var_os("MWI_TEST_ECHO").is_some() {
+                    eprintln!("[mwi-store] {line}");
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            sip_udp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sip_tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            msrp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            db,
+            config,
+            logs,
+        };
+        let started = server
+            .wait_log(
+                |l| l["message"] == "mwi-store started",
+                Duration::from_secs(60),
+            )
+            .context("server did not log its start-up line")?;
+        for addr in started["sip"].as_str().unwrap_or("").split_whitespace() {
+            let (transport, a) = addr.split_once(':').unwrap_or(("", ""));
+            let a: SocketAddr = a.parse().with_context(|| format!("bad sip addr {addr}"))?;
+            match transport {
+                "udp" => server.sip_udp = a,
+                "tcp" => server.sip_tcp = a,
+                _ => {}
+            }
+        }
+        server.msrp = started["msrp"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .context("bad msrp addr in start-up line")?;
+        Ok(server)
+    }
+
+    /// Every log line so far, parsed as JSON (lines that are not JSON are skipped).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| serde_json::from_str(s).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for a log line matching `pred`.
+    pub fn wait_log(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        wait: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(v) = self.log_lines().into_iter().find(|v| pred(v)) {
+                return Ok(v);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("mwi-store exited with {status}; logs:\n{}", self.raw_logs());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no matching log line within {wait:?}; logs:\n{}",
+                    self.raw_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn raw_logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("mwi-store did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would; keeps the directory for a restart.
+    pub fn kill(mut self) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        Ok((dir, self.db.clone()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Folds a second `[store]` section from `extra_toml` into the first one (TOML forbids a
+/// table twice).
+fn merge_store_section(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut seen_store = false;
+    for line in text.lines() {
+        if line.trim() == "[store]" {
+            if seen_store {
+                continue;
+            }
+            seen_store = true;
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+/// Prints the SKIPPED line the project promises when an external tool is missing.
+pub fn skip_without(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("SKIPPED: {tool} not found; install it with: apt-get install -y {package}");
+    }
+    !found
+}

@@ -539,3 +539,31 @@ idle_timeout_secs = 90
         assert_eq!(c.trusted_networks().expect("parses").len(), 2);
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// Every key the server knows appears in the commented example, and the example parses.
+    #[test]
+    fn example_covers_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mwi-store.toml");
+        let example = Config::load(&path).expect("the example config is valid");
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let defaults = toml::Value::try_from(Config::default()).expect("serialise defaults");
+        let example_value: toml::Value = toml::from_str(&text).expect("example is TOML");
+        let sections = defaults.as_table().expect("table");
+        for (section, keys) in sections {
+            for key in keys.as_table().expect("section table").keys() {
+                assert!(
+                    example_value
+                        .get(section)
+                        .and_then(|s| s.get(key))
+                        .is_some(),
+                    "examples/mwi-store.toml lacks `{section}.{key}`"
+                );
+            }
+        }
+        assert_eq!(example.fetch.uri, "sip:offline@example.com");
+    }
+}

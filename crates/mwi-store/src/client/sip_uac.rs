@@ -1,0 +1,346 @@
+//! A small SIP user agent over UDP for the client CLI and the end-to-end tests.
+//!
+//! It writes requests as text, the way a phone would, and reads what the server sends with
+//! rsipstack's parser. One reader task routes responses to the transaction waiting for them
+//! (by Call-ID, CSeq number and method) and hands requests from the server (BYE, NOTIFY,
+//! PUBLISH when acting as a presence server) to [`SipUac::next_request`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use rsipstack::sip::SipMessage;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// A parsed SIP message with the header lookups the client needs.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub start_line: String,
+    headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub source: SocketAddr,
+}
+
+/// RFC 3261 §7.3.3 compact forms the server might use.
+fn expand_compact(name: &str) -> &str {
+    match name {
+        "i" => "call-id",
+        "f" => "from",
+        "t" => "to",
+        "v" => "via",
+        "l" => "content-length",
+        "c" => "content-type",
+        "m" => "contact",
+        "o" => "event",
+        "u" => "allow-events",
+        "k" => "supported",
+        "s" => "subject",
+        _ => name,
+    }
+}
+
+impl Message {
+    fn parse(bytes: &[u8], source: SocketAddr) -> anyhow::Result<Self> {
+        let parsed = SipMessage::try_from(bytes).map_err(|e| anyhow!("unparseable: {e}"))?;
+        let start_line = parsed.start_line().trim_end().to_string();
+        let headers = match &parsed {
+            SipMessage::Request(r) => r.headers.iter(),
+            SipMessage::Response(r) => r.headers.iter(),
+        }
+        .filter_map(|h| {
+            let text = h.to_string();
+            let (name, value) = text.split_once(':')?;
+            Some((
+                expand_compact(&name.trim().to_ascii_lowercase()).to_string(),
+                value.trim().to_string(),
+            ))
+        })
+        .collect();
+        let body = match parsed {
+            SipMessage::Request(r) => r.body,
+            SipMessage::Response(r) => r.body,
+        };
+        Ok(Self {
+            start_line,
+            headers,
+            body,
+            source,
+        })
+    }
+
+    /// The first value of a header, by its long name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header.
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.start_line.starts_with("SIP/")
+    }
+
+    /// Status code of a response, 0 for a request.
+    pub fn status(&self) -> u16 {
+        if !self.is_response() {
+            return 0;
+        }
+        self.start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Method of a request.
+    pub fn method(&self) -> &str {
+        self.start_line.split(' ').next().unwrap_or("")
+    }
+
+    pub fn call_id(&self) -> &str {
+        self.header("call-id").unwrap_or("")
+    }
+
+    /// `(number, method)` of CSeq.
+    pub fn cseq(&self) -> (u32, String) {
+        let v = self.header("cseq").unwrap_or("");
+        let mut it = v.split_whitespace();
+        let n = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let m = it.next().unwrap_or("").to_ascii_uppercase();
+        (n, m)
+    }
+
+    /// The `tag` parameter of To.
+    pub fn to_tag(&self) -> Option<String> {
+        tag_of(self.header("to")?)
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The `tag` parameter of a From/To value.
+pub fn tag_of(value: &str) -> Option<String> {
+    let after = match value.rfind('>') {
+        Some(i) => &value[i..],
+        None => value,
+    };
+    after.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| v.trim().to_string())
+    })
+}
+
+type TxKey = (String, u32, String);
+
+/// A UDP user agent bound to one local address, talking to one server.
+#[derive(Debug)]
+pub struct SipUac {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    server: SocketAddr,
+    waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>>,
+    requests: mpsc::UnboundedReceiver<Message>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SipUac {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A random token for tags, branches and Call-IDs.
+pub fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl SipUac {
+    /// Binds `local` (port 0 picks one) and sends everything to `server`.
+    pub async fn bind(local: SocketAddr, server: SocketAddr) -> anyhow::Result<Self> {
+        let socket = Arc::new(
+            UdpSocket::bind(local)
+                .await
+                .context("bind SIP UDP socket")?,
+        );
+        let local = socket.local_addr()?;
+        let waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(socket.clone(), waiting.clone(), req_tx));
+        Ok(Self {
+            socket,
+            local,
+            server,
+            waiting,
+            requests,
+            reader,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// A `Via` header value for a new transaction.
+    pub fn via(&self) -> String {
+        format!("SIP/2.0/UDP {};branch=z9hG4bK{}", self.local, token())
+    }
+
+    /// Sends raw bytes to the server.
+    pub async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.socket.send_to(bytes, self.server).await?;
+        Ok(())
+    }
+
+    /// Sends a request and returns the receiver of its responses (provisional and final).
+    pub async fn send_request(
+        &self,
+        text: &str,
+    ) -> anyhow::Result<mpsc::UnboundedReceiver<Message>> {
+        let head = Message::parse(text.as_bytes(), self.local)
+            .context("the client built an unparseable request")?;
+        let (n, m) = head.cseq();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiting
+            .lock()
+            .map_err(|_| anyhow!("lock"))?
+            .insert((head.call_id().to_string(), n, m), tx);
+        self.send_raw(text.as_bytes()).await?;
+        Ok(rx)
+    }
+
+    /// Sends a request and waits for its final response.
+    pub async fn transact(&self, text: &str, wait: Duration) -> anyhow::Result<Message> {
+        let mut rx = self.send_request(text).await?;
+        final_response(&mut rx, wait).await
+    }
+
+    /// The next request the server sent to us.
+    pub async fn next_request(&mut self, wait: Duration) -> anyhow::Result<Message> {
+        tokio::time::timeout(wait, self.requests.recv())
+            .await
+            .map_err(|_| anyhow!("no request from the server within {wait:?}"))?
+            .ok_or_else(|| anyhow!("socket reader stopped"))
+    }
+
+    /// Answers a request from the server.
+    pub async fn reply(
+        &self,
+        req: &Message,
+        status: u16,
+        reason: &str,
+        extra_headers: &[String],
+        body: Option<(&str, &[u8])>,
+    ) -> anyhow::Result<()> {
+        let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+        for via in req.headers("via") {
+            out.push_str(&format!("Via: {via}\r\n"));
+        }
+        let to = req.header("to").unwrap_or("");
+        let to = if status > 100 && tag_of(to).is_none() {
+            format!("{to};tag={}", token())
+        } else {
+            to.to_string()
+        };
+        let (n, m) = req.cseq();
+        out.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {n} {m}\r\n",
+            req.header("from").unwrap_or(""),
+            req.call_id()
+        ));
+        for h in extra_headers {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        let mut bytes = out.into_bytes();
+        match body {
+            Some((ctype, b)) => {
+                bytes.extend_from_slice(
+                    format!(
+                        "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                        b.len()
+                    )
+                    .as_bytes(),
+                );
+                bytes.extend_from_slice(b);
+            }
+            None => bytes.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        self.socket.send_to(&bytes, req.source).await?;
+        Ok(())
+    }
+}
+
+/// Waits for the final (≥200) response on a transaction's receiver.
+pub async fn final_response(
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+    wait: Duration,
+) -> anyhow::Result<Message> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| anyhow!("no final response within {wait:?}"))?
+            .ok_or_else(|| anyhow!("socket reader stopped"))?;
+        if msg.status() >= 200 {
+            return Ok(msg);
+        }
+    }
+}
+
+async fn read_loop(
+    socket: Arc<UdpSocket>,
+    waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>>,
+    requests: mpsc::UnboundedSender<Message>,
+) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let Some(data) = buf.get(..n) else { continue };
+        let Ok(msg) = Message::parse(data, from) else {
+            continue;
+        };
+        if msg.is_response() {
+            let (num, method) = msg.cseq();
+            let key = (msg.call_id().to_string(), num, method);
+            if let Ok(map) = waiting.lock() {
+                if let Some(tx) = map.get(&key) {
+                    let _ = tx.send(msg);
+                }
+            }
+        } else if requests.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Fails with the response's start line unless it has `status`.
+pub fn expect_status(msg: &Message, status: u16) -> anyhow::Result<()> {
+    if msg.status() != status {
+        bail!("expected {status}, got `{}`", msg.start_line);
+    }
+    Ok(())
+}
