@@ -3,11 +3,16 @@
 //! SUBSCRIBE/NOTIFY notifier.
 
 pub mod publication;
+pub mod subscription;
 pub mod summary;
 
 pub use publication::{
     Publication, PublicationConfig, PublicationEvent, PublicationState, PublishOutcome,
     PublishRequest, SipEtag,
+};
+pub use subscription::{
+    admit_subscribe, NotifyRequest, SubscribeRejection, SubscribeRequest, Subscription,
+    SubscriptionConfig, SubscriptionEvent, SubscriptionState, TerminationReason, EVENT_PACKAGE,
 };
 pub use summary::{
     MessageContextClass, MessageCounts, MessageHeaders, MessageSummary, SummaryConfig,
