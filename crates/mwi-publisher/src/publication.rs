@@ -395,7 +395,7 @@ mod tests {
     use super::*;
     use crate::summary::{MessageCounts, SummaryConfig};
 
-    fn summary(new: u32) -> MessageSummary {
+    fn summary(new: u64) -> MessageSummary {
         let cfg = SummaryConfig {
             message_account: Some("sip:offline@example.com".into()),
             emit_voice_message: false,
@@ -403,7 +403,7 @@ mod tests {
         MessageSummary::text(&cfg, MessageCounts::new(new, 0), vec![])
     }
 
-    fn body_of(new: u32) -> Vec<u8> {
+    fn body_of(new: u64) -> Vec<u8> {
         summary(new).to_body()
     }
 
@@ -627,7 +627,7 @@ mod tests {
         let mut now = Instant::now();
         let mut p = Publication::new(config());
         let mut sent = Vec::new();
-        for n in 1..=1000u32 {
+        for n in 1..=1000u64 {
             p.set_summary(&summary(n), now);
             if let Some(req) = p.poll_transmit(now) {
                 sent.push(req);

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 /// The media type of the body (RFC 3842 §3.5).
 pub const CONTENT_TYPE: &str = "application/simple-message-summary";
 
@@ -71,18 +73,18 @@ impl fmt::Display for MessageContextClass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MessageCounts {
     /// Messages not yet fetched.
-    pub new: u32,
+    pub new: u64,
     /// Messages fetched but kept.
-    pub old: u32,
+    pub old: u64,
     /// Urgent new messages; written only together with `urgent_old` (missing one as 0).
-    pub urgent_new: Option<u32>,
+    pub urgent_new: Option<u64>,
     /// Urgent old messages.
-    pub urgent_old: Option<u32>,
+    pub urgent_old: Option<u64>,
 }
 
 impl MessageCounts {
     /// Counts without the urgent part.
-    pub fn new(new: u32, old: u32) -> Self {
+    pub fn new(new: u64, old: u64) -> Self {
         Self {
             new,
             old,
@@ -125,6 +127,27 @@ impl MessageHeaders {
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.fields.push((name.into(), value.into()));
         self
+    }
+
+    /// The block for one waiting message: `From` (with the display name quoted per RFC 3261
+    /// §25.1), `Date` in RFC 5322 §3.3 form, and `Subject` when there is one.
+    pub fn for_message(
+        sender_aor: &str,
+        sender_name: Option<&str>,
+        date: DateTime<Utc>,
+        subject: Option<&str>,
+    ) -> Self {
+        let from = match sender_name.filter(|n| !n.is_empty()) {
+            Some(name) => format!("\"{}\" <{sender_aor}>", quote(name)),
+            None => format!("<{sender_aor}>"),
+        };
+        let block = Self::new()
+            .with("From", from)
+            .with("Date", date.to_rfc2822());
+        match subject {
+            Some(subject) => block.with("Subject", subject),
+            None => block,
+        }
     }
 
     /// The first value of `name`, compared case-insensitively.
@@ -310,6 +333,18 @@ impl fmt::Display for OneLine<'_> {
     }
 }
 
+/// Escapes `"` and `\` for a quoted-string (RFC 3261 §25.1 quoted-pair).
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `name: value` with optional whitespace around the colon (RFC 3261 HCOLON).
 fn split_header(line: &str) -> Option<(&str, &str)> {
     let (name, value) = line.split_once(':')?;
@@ -342,7 +377,7 @@ fn parse_counts(value: &str) -> Option<MessageCounts> {
     })
 }
 
-fn parse_pair(text: &str) -> Option<(u32, u32)> {
+fn parse_pair(text: &str) -> Option<(u64, u64)> {
     let (a, b) = text.split_once('/')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
@@ -420,6 +455,36 @@ mod tests {
             Some("hi  Messages-Waiting: no")
         );
         assert_eq!(back.message_headers[1], s.message_headers[1]);
+    }
+
+    #[test]
+    fn headers_for_a_stored_message() {
+        let date = DateTime::parse_from_rfc3339("2026-11-26T05:00:00Z")
+            .expect("valid date")
+            .with_timezone(&Utc);
+        let block = MessageHeaders::for_message(
+            "sip:alice@example.com",
+            Some("Alice \"A\" Liddell"),
+            date,
+            Some("lunch?"),
+        );
+        assert_eq!(
+            block.fields,
+            vec![
+                (
+                    "From".to_owned(),
+                    "\"Alice \\\"A\\\" Liddell\" <sip:alice@example.com>".to_owned()
+                ),
+                (
+                    "Date".to_owned(),
+                    "Thu, 26 Nov 2026 05:00:00 +0000".to_owned()
+                ),
+                ("Subject".to_owned(), "lunch?".to_owned()),
+            ]
+        );
+        let bare = MessageHeaders::for_message("sip:carol@example.com", None, date, None);
+        assert_eq!(bare.get("from"), Some("<sip:carol@example.com>"));
+        assert_eq!(bare.fields.len(), 2);
     }
 
     /// RFC 3842 §3.5 / §4 example bodies.
@@ -535,7 +600,7 @@ mod tests {
         }
 
         #[test]
-        fn build_parse_round_trip(new in 0u32..100_000, old in 0u32..100_000, urgent in proptest::option::of((0u32..10, 0u32..10)), voice: bool) {
+        fn build_parse_round_trip(new in 0u64..100_000, old in 0u64..100_000, urgent in proptest::option::of((0u64..10, 0u64..10)), voice: bool) {
             let cfg = SummaryConfig { emit_voice_message: voice, ..config() };
             let counts = MessageCounts { new, old, urgent_new: urgent.map(|u| u.0), urgent_old: urgent.map(|u| u.1) };
             let s = MessageSummary::text(&cfg, counts, vec![]);
