@@ -1,0 +1,642 @@
+//! The validation front: checks a framed message before rsipstack sees it and decides to
+//! deliver it (normalised), answer it statelessly (400 with a reason phrase saying what is
+//! wrong, 505, 501, 483, 416, 420) or drop it (bad responses, RFC 3261 §18.1.2). Normalising
+//! means: compact names expanded, folded lines joined, LWS around `;` `=` `,` `/` removed in
+//! address and Via fields, multi-valued Via/Route/Record-Route/Contact split one per line and
+//! exactly one correct Content-Length — the form rsipstack's parser handles.
+
+use crate::framing::{frame_datagram, Frame, Limits, Refusal, StreamItem};
+use crate::message_head::{is_token_byte, MessageHead, RawHeader};
+use crate::params::{header_param, split_top_level};
+use crate::stateless;
+
+/// Methods this endpoint implements (RFC 3261 §8.2.1: others are answered 501). Method names
+/// are case-sensitive (§7.1).
+pub const KNOWN_METHODS: &[&str] = &[
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "PRACK", "UPDATE", "REFER",
+];
+
+/// Header fields that may appear only once (RFC 3261 §7.3.1, §20).
+const SINGLE: &[&str] = &[
+    "To",
+    "From",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Content-Type",
+    "Expires",
+];
+
+/// What identifies a message for transaction and dialog matching, read by our own tokenizer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageSummary {
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub call_id: Option<String>,
+    pub from_tag: Option<String>,
+    pub cseq: Option<(u32, String)>,
+    pub top_via_branch: Option<String>,
+}
+
+/// The decision about one received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand these normalised bytes to rsipstack.
+    Deliver {
+        bytes: Vec<u8>,
+        summary: MessageSummary,
+    },
+    /// Answer statelessly with these bytes; `status`/`reason` say why.
+    Respond {
+        status: u16,
+        reason: String,
+        bytes: Vec<u8>,
+    },
+    /// Drop silently (a bad response, or a request too broken to answer).
+    Drop { reason: String },
+}
+
+/// The checks and the stateless answers; shared by the UDP and TCP fronts.
+#[derive(Debug, Clone)]
+pub struct ValidationFront {
+    pub limits: Limits,
+    /// Value of the Server header in stateless responses.
+    pub server: String,
+}
+
+impl ValidationFront {
+    pub fn new(limits: Limits, server: impl Into<String>) -> Self {
+        ValidationFront {
+            limits,
+            server: server.into(),
+        }
+    }
+
+    /// Frame and check one UDP datagram.
+    pub fn check_datagram(&self, data: &[u8]) -> Verdict {
+        match frame_datagram(data, &self.limits) {
+            Ok(frame) => self.check_frame(&frame),
+            Err(refusal) => self.refuse(refusal),
+        }
+    }
+
+    /// Turn a stream item into a verdict (a ping is answered by the caller).
+    pub fn check_stream_item(&self, item: &StreamItem) -> Option<Verdict> {
+        match item {
+            StreamItem::Message(frame) => Some(self.check_frame(frame)),
+            StreamItem::Refused(r) | StreamItem::Fatal(r) => Some(self.refuse(r.clone())),
+            StreamItem::Ping => None,
+        }
+    }
+
+    /// Answer (or drop) a message that framing refused.
+    pub fn refuse(&self, refusal: Refusal) -> Verdict {
+        match refusal.head {
+            Some(head) if !head.is_response() && head.count("Via") > 0 => {
+                self.respond(&head, refusal.status, refusal.reason, &[])
+            }
+            _ => Verdict::Drop {
+                reason: refusal.reason.to_string(),
+            },
+        }
+    }
+
+    fn respond(
+        &self,
+        head: &MessageHead,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) -> Verdict {
+        if head.start_line.starts_with("ACK ") {
+            // §17.1.1.3: an ACK is never answered.
+            return Verdict::Drop {
+                reason: reason.to_string(),
+            };
+        }
+        Verdict::Respond {
+            status,
+            reason: reason.to_string(),
+            bytes: stateless::response(head, status, reason, extra, &self.server),
+        }
+    }
+
+    /// Check a framed message.
+    pub fn check_frame(&self, frame: &Frame) -> Verdict {
+        let head = &frame.head;
+        if head.is_response() {
+            return match check_response(head) {
+                Ok(()) => self.deliver(frame),
+                Err(reason) => Verdict::Drop {
+                    reason: reason.to_string(),
+                },
+            };
+        }
+        match check_request(head) {
+            Ok(()) => self.deliver(frame),
+            Err(Reject {
+                status,
+                reason,
+                extra,
+            }) => {
+                let extra: Vec<(&str, String)> = extra.iter().map(|(n, v)| (*n, v.clone())).collect();
+                self.respond(head, status, reason, &extra)
+            }
+        }
+    }
+
+    fn deliver(&self, frame: &Frame) -> Verdict {
+        let bytes = normalise(frame);
+        // Belt and braces: what rsipstack cannot parse must not reach it (over TCP it would
+        // close the connection).
+        match rsipstack::sip::SipMessage::try_from(bytes.as_slice()) {
+            Ok(_) => Verdict::Deliver {
+                bytes,
+                summary: summarise(&frame.head),
+            },
+            Err(_) if frame.head.is_response() => Verdict::Drop {
+                reason: "Unparseable response".to_string(),
+            },
+            Err(_) => self.respond(&frame.head, 400, "Unparseable message", &[]),
+        }
+    }
+}
+
+/// A stateless rejection: status, reason phrase, extra header fields.
+#[derive(Debug)]
+struct Reject {
+    status: u16,
+    reason: &'static str,
+    extra: Vec<(&'static str, String)>,
+}
+
+fn reject(status: u16, reason: &'static str) -> Reject {
+    Reject {
+        status,
+        reason,
+        extra: Vec::new(),
+    }
+}
+
+fn check_request(head: &MessageHead) -> Result<(), Reject> {
+    // Request-Line = Method SP Request-URI SP SIP-Version (§25.1): exactly single spaces.
+    let parts: Vec<&str> = head.start_line.split(' ').collect();
+    let [method, uri, version] = parts.as_slice() else {
+        return Err(reject(400, "Malformed Request-Line"));
+    };
+    if method.is_empty() || uri.is_empty() || version.is_empty() {
+        return Err(reject(400, "Malformed Request-Line"));
+    }
+    if !method.bytes().all(is_token_byte) {
+        return Err(reject(400, "Malformed method"));
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        let sip_prefix = version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
+        return Err(if sip_prefix && version.len() > 4 {
+            reject(505, "Version Not Supported")
+        } else {
+            reject(400, "Malformed SIP-Version")
+        });
+    }
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if head.count(name) == 0 {
+            return Err(reject(400, missing_reason(name)));
+        }
+    }
+    for name in SINGLE {
+        if head.count(name) > 1 {
+            return Err(reject(400, duplicate_reason(name)));
+        }
+    }
+    if !KNOWN_METHODS.contains(method) {
+        return Err(reject(501, "Not Implemented"));
+    }
+    check_request_uri(uri)?;
+    let cseq = head.first("CSeq").unwrap_or("");
+    let (_, cseq_method) = parse_cseq(cseq).ok_or_else(|| reject(400, "Malformed CSeq"))?;
+    if cseq_method != *method {
+        return Err(reject(400, "CSeq method does not match Request-Line"));
+    }
+    if let Some(mf) = head.first("Max-Forwards") {
+        match parse_bounded(mf, 255) {
+            None => return Err(reject(400, "Invalid Max-Forwards")),
+            Some(0) if *method != "ACK" => return Err(reject(483, "Too Many Hops")),
+            Some(_) => {}
+        }
+    }
+    if let Some(e) = head.first("Expires") {
+        if parse_bounded(e, u64::from(u32::MAX)).is_none() {
+            return Err(reject(400, "Invalid Expires"));
+        }
+    }
+    if head.first("Call-ID").is_some_and(str::is_empty) {
+        return Err(reject(400, "Empty Call-ID"));
+    }
+    for v in head.values("Via") {
+        check_via(v)?;
+    }
+    check_name_addr(head.first("From").unwrap_or(""), true)?;
+    check_name_addr(head.first("To").unwrap_or(""), true)?;
+    for name in ["Contact", "Route", "Record-Route", "P-Asserted-Identity"] {
+        for v in head.values(name) {
+            if name == "Contact" && v == "*" {
+                continue;
+            }
+            check_name_addr(v, false)?;
+        }
+    }
+    if let Some(date) = head.first("Date") {
+        // §25.1 SIP-date: rfc1123-date, always "GMT".
+        if !date.ends_with(" GMT") {
+            return Err(reject(400, "Invalid Date"));
+        }
+    }
+    let scheme = uri.split(':').next().unwrap_or("");
+    if !["sip", "sips", "tel"].iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Err(reject(416, "Unsupported URI Scheme"));
+    }
+    if *method != "ACK" && *method != "CANCEL" {
+        // §8.2.2.3: we support no extensions, so any Require option-tag gets 420.
+        let tags: Vec<String> = head
+            .values("Require")
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !tags.is_empty() {
+            return Err(Reject {
+                status: 420,
+                reason: "Bad Extension",
+                extra: vec![("Unsupported", tags.join(", "))],
+            });
+        }
+    }
+    Ok(())
+}
+
+fn missing_reason(name: &str) -> &'static str {
+    match name {
+        "Via" => "Missing Via header",
+        "From" => "Missing From header",
+        "To" => "Missing To header",
+        "Call-ID" => "Missing Call-ID header",
+        _ => "Missing CSeq header",
+    }
+}
+
+fn duplicate_reason(name: &str) -> &'static str {
+    match name {
+        "To" => "Duplicate To header",
+        "From" => "Duplicate From header",
+        "Call-ID" => "Duplicate Call-ID header",
+        "CSeq" => "Duplicate CSeq header",
+        "Max-Forwards" => "Duplicate Max-Forwards header",
+        "Content-Type" => "Duplicate Content-Type header",
+        _ => "Duplicate Expires header",
+    }
+}
+
+fn check_request_uri(uri: &str) -> Result<(), Reject> {
+    // §25.1: Request-URI = SIP-URI / SIPS-URI / absoluteURI; never enclosed in <>.
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(reject(400, "Malformed Request-URI"));
+    };
+    let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok || rest.is_empty() {
+        return Err(reject(400, "Malformed Request-URI"));
+    }
+    if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+        if rest.contains('?') {
+            // §19.1.5: headers are not allowed in a Request-URI.
+            return Err(reject(400, "Headers not allowed in Request-URI"));
+        }
+        if rest.bytes().any(|b| matches!(b, b'<' | b'>' | b'"')) {
+            return Err(reject(400, "Malformed Request-URI"));
+        }
+    }
+    Ok(())
+}
+
+/// `num SP method` with num ≤ 2^32-1 (§8.1.1.5).
+fn parse_cseq(value: &str) -> Option<(u32, &str)> {
+    let mut it = value.split_whitespace();
+    let num = it.next()?;
+    let method = it.next()?;
+    if it.next().is_some() || !method.bytes().all(is_token_byte) {
+        return None;
+    }
+    let n = parse_bounded(num, u64::from(u32::MAX))?;
+    Some((u32::try_from(n).ok()?, method))
+}
+
+/// A decimal number of at most `max`, leading zeros allowed.
+fn parse_bounded(value: &str, max: u64) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let trimmed = value.trim_start_matches('0');
+    if trimmed.len() > 19 {
+        return None;
+    }
+    let n: u64 = if trimmed.is_empty() { 0 } else { trimmed.parse().ok()? };
+    (n <= max).then_some(n)
+}
+
+fn check_via(value: &str) -> Result<(), Reject> {
+    for part in split_top_level(value, ',') {
+        let part = squeeze(part, true);
+        if part.is_empty() {
+            return Err(reject(400, "Empty Via value"));
+        }
+        let Some(rest) = part
+            .get(..8)
+            .filter(|p| p.eq_ignore_ascii_case("SIP/2.0/"))
+            .and_then(|_| part.get(8..))
+        else {
+            return Err(reject(400, "Malformed Via"));
+        };
+        let mut pieces = rest.splitn(2, ' ');
+        let transport = pieces.next().unwrap_or("");
+        let sent_by = pieces.next().unwrap_or("");
+        if transport.is_empty() || !transport.bytes().all(is_token_byte) || sent_by.is_empty() {
+            return Err(reject(400, "Malformed Via"));
+        }
+        let params = split_top_level(sent_by, ';');
+        if params.first().is_none_or(|h| h.is_empty()) {
+            return Err(reject(400, "Malformed Via"));
+        }
+        if params.iter().skip(1).any(|p| p.is_empty() || p.starts_with('=')) {
+            return Err(reject(400, "Empty Via parameter"));
+        }
+    }
+    Ok(())
+}
+
+fn check_name_addr(value: &str, single: bool) -> Result<(), Reject> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut angle = false;
+    let mut saw_angle = false;
+    for c in value.chars() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match c {
+            '"' if !angle => in_quote = true,
+            '<' if angle => return Err(reject(400, "Unbalanced angle brackets")),
+            '<' => {
+                angle = true;
+                saw_angle = true;
+            }
+            '>' if !angle => return Err(reject(400, "Unbalanced angle brackets")),
+            '>' => angle = false,
+            c if angle && c.is_whitespace() => {
+                return Err(reject(400, "Whitespace inside <addr-spec>"))
+            }
+            ',' if single && !angle => return Err(reject(400, "Unquoted comma in display name")),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err(reject(400, "Unterminated quoted string"));
+    }
+    if angle {
+        return Err(reject(400, "Unbalanced angle brackets"));
+    }
+    for item in split_top_level(value, ',') {
+        let item = squeeze(item, false);
+        if item.is_empty() {
+            return Err(reject(400, "Empty header value"));
+        }
+        if !saw_angle && crate::params::addr_spec(&item).contains('?') {
+            // §20.10: a URI with headers must be a name-addr.
+            return Err(reject(400, "URI with headers must be enclosed in <>"));
+        }
+        let after = if saw_angle {
+            item.rsplit_once('>').map_or("", |(_, a)| a)
+        } else {
+            item.as_str()
+        };
+        let params = split_top_level(after, ';');
+        if params.iter().skip(1).any(|p| p.is_empty() || p.starts_with('=')) {
+            return Err(reject(400, "Empty header parameter"));
+        }
+    }
+    Ok(())
+}
+
+fn check_response(head: &MessageHead) -> Result<(), &'static str> {
+    // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (an empty phrase allowed).
+    let mut parts = head.start_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err("Unsupported version in response");
+    }
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("Malformed status code");
+    }
+    let n: u16 = code.parse().map_err(|_| "Malformed status code")?;
+    if !(100..=699).contains(&n) {
+        return Err("Status code out of range");
+    }
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if head.count(name) != 1 && !(name == "Via" && head.count(name) > 1) {
+            return Err("Missing or duplicate mandatory header");
+        }
+    }
+    parse_cseq(head.first("CSeq").unwrap_or("")).ok_or("Malformed CSeq")?;
+    Ok(())
+}
+
+/// Collapse LWS outside quotes and `<>`: runs become one SP; LWS next to `;` `=` `,` (and `/`
+/// when `slash`) disappears.
+fn squeeze(value: &str, slash: bool) -> String {
+    let sep = |c: char| matches!(c, ';' | '=' | ',') || (slash && c == '/');
+    let mut out = String::with_capacity(value.len());
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut angle = false;
+    let mut pending_space = false;
+    for c in value.chars() {
+        if in_quote {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        if !angle && (c == ' ' || c == '\t') {
+            pending_space = true;
+            continue;
+        }
+        if pending_space {
+            let prev_sep = out.chars().last().is_none_or(sep);
+            if !prev_sep && !sep(c) {
+                out.push(' ');
+            }
+            pending_space = false;
+        }
+        match c {
+            '"' if !angle => in_quote = true,
+            '<' => angle = true,
+            '>' => angle = false,
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Rebuild the message in the form rsipstack parses reliably.
+fn normalise(frame: &Frame) -> Vec<u8> {
+    let head = &frame.head;
+    let mut out = String::with_capacity(head.head_len + 64);
+    out.push_str(&head.start_line);
+    out.push_str("\r\n");
+    for RawHeader { name, value } in &head.headers {
+        match name.as_str() {
+            "Content-Length" => continue,
+            "Via" | "Route" | "Record-Route" | "Contact" => {
+                let slash = name == "Via";
+                for part in split_top_level(value, ',') {
+                    let part = squeeze(part, slash);
+                    if !part.is_empty() {
+                        out.push_str(&format!("{name}: {part}\r\n"));
+                    }
+                }
+            }
+            "From" | "To" | "CSeq" | "P-Asserted-Identity" | "Event" | "Subscription-State" => {
+                out.push_str(&format!("{name}: {}\r\n", squeeze(value, false)));
+            }
+            _ => out.push_str(&format!("{name}: {value}\r\n")),
+        }
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", frame.body.len()));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&frame.body);
+    bytes
+}
+
+/// Read Call-ID, From tag, CSeq and top Via branch with our own tokenizer.
+pub fn summarise(head: &MessageHead) -> MessageSummary {
+    let mut s = MessageSummary::default();
+    if head.is_response() {
+        s.status = head
+            .start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok());
+    } else {
+        s.method = head.start_line.split(' ').next().map(str::to_string);
+    }
+    s.call_id = head.first("Call-ID").map(str::to_string);
+    s.from_tag = head
+        .first("From")
+        .and_then(|f| header_param(&squeeze(f, false), "tag"));
+    s.cseq = head
+        .first("CSeq")
+        .and_then(parse_cseq)
+        .map(|(n, m)| (n, m.to_string()));
+    s.top_via_branch = head
+        .first("Via")
+        .and_then(|v| split_top_level(v, ',').first().map(|p| squeeze(p, true)))
+        .and_then(|v| header_param(&v, "branch"));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn front() -> ValidationFront {
+        ValidationFront::new(Limits::default(), "test")
+    }
+
+    fn req(start: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+             To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{extra}\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn status_of(v: &Verdict) -> Option<(u16, &str)> {
+        match v {
+            Verdict::Respond { status, reason, .. } => Some((*status, reason.as_str())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn good_request_is_delivered_normalised() {
+        let v = front().check_datagram(&req("OPTIONS sip:b@h SIP/2.0", "v: SIP/2.0/TCP x;branch=z9hG4bK2 , SIP/2.0/UDP y\r\n"));
+        let Verdict::Deliver { bytes, summary } = v else {
+            panic!("expected delivery, got {v:?}");
+        };
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(text.contains("Via: SIP/2.0/TCP x;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP y\r\n"));
+        assert_eq!(summary.top_via_branch.as_deref(), Some("z9hG4bK1"));
+        assert_eq!(summary.from_tag.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn bad_requests_get_the_right_status_and_reason() {
+        let f = front();
+        let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+            (req("OPTIONS sip:b@h SIP/3.0", ""), 505, "Version Not Supported"),
+            (req("FOO sip:b@h SIP/2.0", ""), 501, "Not Implemented"),
+            (req("INVITE sip:b@h SIP/2.0", ""), 400, "CSeq method does not match Request-Line"),
+            (req("OPTIONS  sip:b@h SIP/2.0", ""), 400, "Malformed Request-Line"),
+            (req("OPTIONS <sip:b@h> SIP/2.0", ""), 400, "Malformed Request-URI"),
+            (req("OPTIONS sip:b@h SIP/2.0", "Call-ID: d\r\n"), 400, "Duplicate Call-ID header"),
+            (req("OPTIONS sip:b@h SIP/2.0", "Require: foo\r\n"), 420, "Bad Extension"),
+        ];
+        for (raw, status, reason) in cases {
+            let v = f.check_datagram(&raw);
+            assert_eq!(status_of(&v), Some((status, reason)), "{}", String::from_utf8_lossy(&raw));
+        }
+        let zero_mf = String::from_utf8(req("OPTIONS sip:b@h SIP/2.0", ""))
+            .expect("utf8")
+            .replace("Max-Forwards: 70", "Max-Forwards: 0");
+        assert_eq!(status_of(&f.check_datagram(zero_mf.as_bytes())), Some((483, "Too Many Hops")));
+    }
+
+    #[test]
+    fn stateless_answer_copies_the_transaction_headers() {
+        let v = front().check_datagram(&req("FOO sip:b@h SIP/2.0", ""));
+        let Verdict::Respond { bytes, .. } = v else {
+            panic!("expected a response");
+        };
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"));
+        assert!(text.contains("Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"));
+        assert!(text.contains("To: <sip:b@h>;tag="));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn squeeze_removes_lws_around_separators_only() {
+        assert_eq!(
+            squeeze(r#""J R \"" <sip:a@b>  ;  tag = 9"#, false),
+            r#""J R \"" <sip:a@b>;tag=9"#
+        );
+        assert_eq!(squeeze("SIP  / 2.0  / TCP   h ; branch =  x", true), "SIP/2.0/TCP h;branch=x");
+    }
+}
