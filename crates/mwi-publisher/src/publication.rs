@@ -696,4 +696,84 @@ mod tests {
         p.on_response(PublishOutcome::status(100), t0);
         assert_eq!(p.state(), PublicationState::Publishing);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Change(u64),
+        Respond(u16),
+        TimeoutFailure,
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u64..50).prop_map(Op::Change),
+            proptest::sample::select(vec![200u16, 200, 200, 412, 423, 408, 500, 503])
+                .prop_map(Op::Respond),
+            Just(Op::TimeoutFailure),
+            (0u64..4000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens on the way, once the server answers 200 again the last body it
+        /// acknowledged is the latest summary: the count at the proxy ends equal to the store's.
+        #[test]
+        fn the_proxy_ends_with_the_latest_summary(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut now = Instant::now();
+            let mut p = Publication::new(config());
+            let mut latest = None;
+            let mut in_flight_body: Option<Vec<u8>> = None;
+            let mut etag_n = 0;
+            let mut acknowledged = None;
+            for op in ops {
+                if in_flight_body.is_none() {
+                    in_flight_body = p.poll_transmit(now).map(|r| r.body);
+                }
+                match op {
+                    Op::Change(n) => {
+                        p.set_summary(&summary(n), now);
+                        latest = Some(body_of(n));
+                    }
+                    Op::Respond(status) if in_flight_body.is_some() => {
+                        if status == 200 {
+                            acknowledged = in_flight_body.take();
+                        }
+                        in_flight_body = None;
+                        etag_n += 1;
+                        let outcome = match status {
+                            200 => PublishOutcome::ok(tag(&format!("e{etag_n}")), 3600),
+                            423 => PublishOutcome { min_expires: Some(3600 + etag_n), ..PublishOutcome::status(423) },
+                            s => PublishOutcome::status(s),
+                        };
+                        p.on_response(outcome, now);
+                    }
+                    Op::TimeoutFailure if in_flight_body.is_some() => {
+                        in_flight_body = None;
+                        p.on_timeout_failure(now);
+                    }
+                    Op::Advance(secs) => now += Duration::from_secs(secs),
+                    _ => {}
+                }
+            }
+            for _ in 0..10 {
+                if in_flight_body.is_none() {
+                    if p.state() == PublicationState::BackingOff {
+                        now = p.poll_timeout().unwrap_or(now);
+                    }
+                    in_flight_body = p.poll_transmit(now).map(|r| r.body);
+                }
+                let Some(body) = in_flight_body.take() else {
+                    break;
+                };
+                etag_n += 1;
+                p.on_response(PublishOutcome::ok(tag(&format!("e{etag_n}")), 3600), now);
+                acknowledged = Some(body);
+            }
+            if latest.is_some() {
+                proptest::prop_assert_eq!(acknowledged, latest);
+            }
+        }
+    }
 }
