@@ -300,4 +300,43 @@ mod tests {
         assert_eq!(d.poll_send(), None);
         assert_eq!(d.unacknowledged().count(), 2);
     }
+
+    proptest::proptest! {
+        /// Any order of 200s, claim sizes and deposits: never more than W in flight, every
+        /// message sent once, oldest first, and finished only when the store is empty.
+        #[test]
+        fn window_order_and_completeness(
+            window in 1usize..8,
+            batch in 1u32..12,
+            initial in 0u32..40,
+            steps in proptest::collection::vec((0usize..8, proptest::bool::weighted(0.1)), 0..300),
+        ) {
+            let mut d = Delivery::new(window);
+            let mut store = Store { next: 0, end: initial, batch };
+            let mut sent = Vec::new();
+            let mut steps = steps.into_iter();
+            for _ in 0..10_000 {
+                refill(&mut d, &mut store);
+                while let Some(id) = d.poll_send() {
+                    sent.push(id);
+                }
+                proptest::prop_assert!(d.in_flight() <= window);
+                if d.is_finished() {
+                    break;
+                }
+                let (pick, deposit) = steps.next().unwrap_or((0, false));
+                if deposit {
+                    store.end += 1;
+                    d.on_deposit();
+                }
+                let outstanding: Vec<u32> = d.unacknowledged().take(d.in_flight()).copied().collect();
+                if let Some(id) = outstanding.get(pick % outstanding.len().max(1)) {
+                    proptest::prop_assert!(d.on_delivered(id));
+                }
+            }
+            proptest::prop_assert!(d.is_finished());
+            proptest::prop_assert_eq!(sent, (0..store.end).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(d.delivered(), u64::from(store.end));
+        }
+    }
 }
