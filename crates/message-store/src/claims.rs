@@ -1,0 +1,90 @@
+//! Fetch claims: how two fetches of one mailbox never deliver the same message (issue 6).
+//!
+//! A fetch claims a run of the oldest unclaimed waiting messages under its `fetch_id`
+//! (`message.claim`); another fetch of the same mailbox gets only what nobody has claimed.
+//! Claims go through the single writer, so "select unclaimed, mark claimed" is atomic. A
+//! delivered message is deleted (or kept as delivered); `release` hands back whatever a fetch
+//! did not get acknowledged; claims left by a crashed process are cleared on open.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+
+use crate::error::StoreError;
+use crate::model::{MessageState, StoredId, StoredMessage};
+use crate::row::{fetch_id_to_sql, stored_message, to_micros, MESSAGE_COLUMNS};
+use crate::writer::JobContext;
+
+/// Claims up to `limit` of the oldest unclaimed waiting messages of `mailbox` for `fetch_id`.
+pub(crate) fn claim(
+    cx: &JobContext<'_>,
+    mailbox: &str,
+    fetch_id: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut select = cx.conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM message m JOIN mailbox b ON b.id = m.mailbox_id
+         WHERE b.aor = ?1 AND m.state = 'new' AND m.claim IS NULL ORDER BY m.id LIMIT ?2"
+    ))?;
+    let mut rows = select.query(params![mailbox, limit])?;
+    let mut claimed = Vec::new();
+    while let Some(row) = rows.next()? {
+        claimed.push(stored_message(row)?);
+    }
+    let mut mark = cx
+        .conn
+        .prepare_cached("UPDATE message SET claim = ?1 WHERE id = ?2")?;
+    let fetch = fetch_id_to_sql(fetch_id);
+    for m in &claimed {
+        mark.execute(params![fetch, m.id.0])?;
+    }
+    Ok(claimed)
+}
+
+/// Acknowledged messages: deleted, or kept as delivered (stamped `at`) when `keep`.
+/// Returns how many rows changed (ids already gone are skipped).
+pub(crate) fn delivered(
+    cx: &JobContext<'_>,
+    ids: &[StoredId],
+    keep: bool,
+    at: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    if keep {
+        let mut stmt = cx.conn.prepare_cached(
+            "UPDATE message SET state = ?1, delivered_at = ?2, claim = NULL
+             WHERE id = ?3 AND state = 'new'",
+        )?;
+        for id in ids {
+            changed += stmt.execute(params![
+                MessageState::Delivered.as_sql(),
+                to_micros(at),
+                id.0
+            ])?;
+        }
+    } else {
+        let mut stmt = cx
+            .conn
+            .prepare_cached("DELETE FROM message WHERE id = ?1")?;
+        for id in ids {
+            changed += stmt.execute([id.0])?;
+        }
+    }
+    Ok(changed)
+}
+
+/// Frees every message still claimed by `fetch_id`; returns how many.
+pub(crate) fn release(cx: &JobContext<'_>, fetch_id: u64) -> Result<usize, StoreError> {
+    Ok(cx
+        .conn
+        .prepare_cached("UPDATE message SET claim = NULL WHERE claim = ?1")?
+        .execute([fetch_id_to_sql(fetch_id)])?)
+}
+
+/// Frees every claim (on open: claims of a previous process are worthless).
+pub(crate) fn release_all(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE message SET claim = NULL WHERE claim IS NOT NULL",
+        [],
+    )?)
+}

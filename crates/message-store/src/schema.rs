@@ -1,0 +1,220 @@
+//! Schema, migrations and connection setup.
+//!
+//! The schema version lives in `PRAGMA user_version`. `MIGRATIONS[i]` takes the database from
+//! version `i` to `i + 1`; a later schema is added as a new step at the end, never by editing a
+//! step that has shipped. Each step runs in its own `BEGIN IMMEDIATE` transaction together with
+//! the version bump, so a crash mid-migration leaves the previous version intact.
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+
+/// Version 1: mailboxes (with quota counters and persisted PUBLISH state) and messages.
+///
+/// Times are microseconds since the Unix epoch (UTC). `message.claim` holds the fetch id that
+/// has claimed a waiting message; claims are only meaningful while one server process runs.
+const V1: &str = r#"
+CREATE TABLE mailbox (
+    id INTEGER PRIMARY KEY,
+    aor TEXT NOT NULL UNIQUE,
+    -- maintained by the triggers below; read by the quota check on every deposit
+    message_count INTEGER NOT NULL DEFAULT 0,
+    total_bytes INTEGER NOT NULL DEFAULT 0,
+    publication_etag TEXT,
+    publication_expires_at INTEGER
+) STRICT;
+
+CREATE TABLE message (
+    -- AUTOINCREMENT: ids are never reused, so a late acknowledgement cannot hit a newer message
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mailbox_id INTEGER NOT NULL REFERENCES mailbox(id) ON DELETE CASCADE,
+    sender_aor TEXT NOT NULL,
+    sender_name TEXT,
+    sender_verified INTEGER NOT NULL CHECK (sender_verified IN (0, 1)),
+    recipient TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    inner_content_type TEXT,
+    body BLOB NOT NULL,
+    message_id TEXT,
+    sender_time INTEGER,
+    received_at INTEGER NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('msrp', 'sip-message')),
+    state TEXT NOT NULL CHECK (state IN ('new', 'delivered')),
+    delivered_at INTEGER,
+    urgent INTEGER NOT NULL CHECK (urgent IN (0, 1)),
+    subject TEXT,
+    claim INTEGER
+) STRICT;
+
+CREATE INDEX message_by_mailbox ON message(mailbox_id, state, id);
+CREATE INDEX message_by_received ON message(received_at);
+CREATE INDEX message_by_delivered ON message(delivered_at) WHERE delivered_at IS NOT NULL;
+CREATE INDEX message_by_claim ON message(claim) WHERE claim IS NOT NULL;
+
+CREATE TRIGGER message_counted AFTER INSERT ON message BEGIN
+    UPDATE mailbox
+       SET message_count = message_count + 1, total_bytes = total_bytes + length(NEW.body)
+     WHERE id = NEW.mailbox_id;
+END;
+
+CREATE TRIGGER message_uncounted AFTER DELETE ON message BEGIN
+    UPDATE mailbox
+       SET message_count = message_count - 1, total_bytes = total_bytes - length(OLD.body)
+     WHERE id = OLD.mailbox_id;
+END;
+"#;
+
+/// Every migration step, in order.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens the write connection: WAL, foreign keys, busy timeout, the configured `synchronous`,
+/// then brings the schema up to date.
+pub(crate) fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(&config.path)?;
+    conn.busy_timeout(config.busy_timeout)?;
+    // journal_mode answers with the mode in force; WAL lets readers run beside the writer.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            mode,
+            "store: SQLite refused WAL mode; readers will wait for writers"
+        );
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens one read-only connection (after `open_writer` has created and migrated the file).
+pub(crate) fn open_reader(config: &StoreConfig) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        &config.path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(config.busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Applies every missing step. Safe against a second process migrating at the same time: the
+/// version is re-read inside the write transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = user_version(&tx)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            // Up to date (or a negative version, which no build ever writes).
+            return Ok(());
+        };
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "store: schema migrated");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_file_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path().join("s.db"));
+        let conn = open_writer(&config).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN ('mailbox','message')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL is 2");
+        drop(conn);
+        // Reopening runs no step again (a second CREATE TABLE would fail).
+        let conn = open_writer(&config).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path().join("s.db"));
+        let conn = open_writer(&config).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        match open_writer(&config) {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert_eq!(supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quota_counters_follow_inserts_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&StoreConfig::new(dir.path().join("s.db"))).unwrap();
+        conn.execute(
+            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com')",
+            [],
+        )
+        .unwrap();
+        for body in [&b"abc"[..], &b"defgh"[..]] {
+            conn.execute(
+                "INSERT INTO message(mailbox_id, sender_aor, sender_verified, recipient,
+                     content_type, body, received_at, source, state, urgent)
+                 VALUES (1, 'sip:a@x', 1, 'sip:bob@example.com', 'text/plain', ?1, 0, 'msrp',
+                     'new', 0)",
+                [body],
+            )
+            .unwrap();
+        }
+        let counters = |c: &Connection| -> (i64, i64) {
+            c.query_row(
+                "SELECT message_count, total_bytes FROM mailbox WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(counters(&conn), (2, 8));
+        conn.execute("DELETE FROM message WHERE length(body) = 3", [])
+            .unwrap();
+        assert_eq!(counters(&conn), (1, 5));
+    }
+}
