@@ -210,7 +210,8 @@ impl Publication {
 
     /// A change: `summary` is the mailbox's state now. Coalesces with any change not yet sent;
     /// clears a stop.
-    pub fn set_summary(&mut self, summary: &MessageSummary, _now: Instant) {
+    pub fn set_summary(&mut self, summary: &MessageSummary, now: Instant) {
+        self.forget_expired_etag(now);
         self.document = Some(Document {
             body: summary.to_body(),
             messages_waiting: summary.messages_waiting,
@@ -226,10 +227,8 @@ impl Publication {
         if self.in_flight.is_some() || self.stopped || !self.unsent || self.retry_at.is_some() {
             return None;
         }
+        self.forget_expired_etag(now);
         let document = self.document.as_ref()?;
-        if self.etag.as_ref().is_some_and(|(_, at)| *at <= now) {
-            self.etag = None;
-        }
         let sip_if_match = self.etag.as_ref().map(|(tag, _)| tag.clone());
         self.in_flight = Some(InFlight {
             with_etag: sip_if_match.is_some(),
@@ -333,6 +332,13 @@ impl Publication {
             PublicationState::Published
         } else {
             PublicationState::Unpublished
+        }
+    }
+
+    /// RFC 3903 §6: past its expiry the server has discarded the publication.
+    fn forget_expired_etag(&mut self, now: Instant) {
+        if self.etag.as_ref().is_some_and(|(_, at)| *at <= now) {
+            self.etag = None;
         }
     }
 

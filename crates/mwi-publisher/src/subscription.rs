@@ -335,7 +335,7 @@ impl Subscription {
     }
 
     /// The NOTIFY in flight timed out: the subscription ends (RFC 6665 §4.2.2).
-    pub fn on_notify_timeout(&mut self, _now: Instant) {
+    pub fn on_notify_timeout(&mut self) {
         if self.in_flight {
             self.in_flight = false;
             self.finish(None, None);
@@ -567,7 +567,7 @@ mod tests {
         s.poll_notify(t0).unwrap();
         s.on_notify_response(180, t0);
         assert!(!s.is_terminated(), "provisional is not an outcome");
-        s.on_notify_timeout(t0);
+        s.on_notify_timeout();
         assert!(s.is_terminated());
     }
 
