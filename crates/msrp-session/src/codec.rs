@@ -1,0 +1,582 @@
+//! Sans-IO incremental MSRP decoder (RFC 4975 §6).
+//!
+//! Feed it byte slices cut at any point; it yields whole frames. The body end is found by
+//! searching for `CRLF "-------" transact-id flag CRLF` (RFC 4975 §5.1), so a body full of
+//! dashes or other transactions' end-lines cannot end it early. Header block and body are
+//! bounded: an oversized body is skipped to its end-line and reported as 413 so the
+//! connection survives; a malformed frame whose end is still findable is reported as 400;
+//! a stream that can no longer be framed is a fatal error.
+
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem;
+
+use crate::frame::{EndFlag, Frame, Header, Method, StartLine, END_LINE_DASHES};
+
+/// Size limits of the decoder.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderLimits {
+    /// Start line plus header block, bytes.
+    pub max_header_bytes: usize,
+    /// Body of one chunk, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A frame the decoder had to refuse while keeping the stream in sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Start line and headers of the refused frame (body dropped), for building the response.
+    pub frame: Frame,
+    /// Status to answer: 400 or 413.
+    pub status: u16,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// What one decode step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete, well-formed frame.
+    Frame(Frame),
+    /// A frame that must be answered with an error status; the stream continues.
+    Rejected(Rejection),
+}
+
+/// The stream cannot be framed any more; answer 400 if the transaction id is known, then
+/// close the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MSRP stream broken: {reason}")]
+pub struct FatalError {
+    /// Transaction id of the frame being parsed, if the start line was readable.
+    pub transaction_id: Option<String>,
+    /// Status to answer when a transaction id is known.
+    pub status: u16,
+    /// Why.
+    pub reason: &'static str,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading the start line and headers; `scan` is where the next unparsed line starts.
+    Head {
+        scan: usize,
+        parsed: Option<Partial>,
+    },
+    /// Headers done; looking for the end-line from `search_from`.
+    Body {
+        partial: Partial,
+        body_start: usize,
+        search_from: usize,
+    },
+    /// Skipping an unusable frame up to its end-line; skipped bytes are already dropped.
+    Discard {
+        partial: Partial,
+        status: u16,
+        reason: &'static str,
+    },
+}
+
+impl State {
+    fn fresh() -> Self {
+        State::Head {
+            scan: 0,
+            parsed: None,
+        }
+    }
+}
+
+enum Outcome {
+    NeedMore(State),
+    Next(State),
+    Done(Decoded),
+}
+
+#[derive(Debug)]
+struct Partial {
+    transaction_id: String,
+    start: StartLine,
+    headers: Vec<Header>,
+    /// First malformation seen; the frame is still read to its end, then rejected with 400.
+    malformed: Option<&'static str>,
+}
+
+impl Partial {
+    fn finish(self, body: Option<Bytes>, flag: EndFlag) -> Decoded {
+        let malformed = self.malformed;
+        let frame = Frame {
+            transaction_id: self.transaction_id,
+            start: self.start,
+            headers: self.headers,
+            body: if malformed.is_some() { None } else { body },
+            flag,
+        };
+        match malformed {
+            Some(reason) => Decoded::Rejected(Rejection {
+                frame,
+                status: 400,
+                reason,
+            }),
+            None => Decoded::Frame(frame),
+        }
+    }
+
+    fn end_line_needle(&self) -> Vec<u8> {
+        let mut n = Vec::with_capacity(9 + self.transaction_id.len());
+        n.extend_from_slice(b"\r\n");
+        n.extend_from_slice(END_LINE_DASHES);
+        n.extend_from_slice(self.transaction_id.as_bytes());
+        n
+    }
+}
+
+/// Incremental decoder for one connection's inbound byte stream.
+#[derive(Debug)]
+pub struct MsrpDecoder {
+    buf: BytesMut,
+    state: State,
+    limits: DecoderLimits,
+    broken: bool,
+}
+
+impl Default for MsrpDecoder {
+    fn default() -> Self {
+        Self::new(DecoderLimits::default())
+    }
+}
+
+impl MsrpDecoder {
+    /// A decoder with these limits.
+    pub fn new(limits: DecoderLimits) -> Self {
+        MsrpDecoder {
+            buf: BytesMut::new(),
+            state: State::fresh(),
+            limits,
+            broken: false,
+        }
+    }
+
+    /// Append received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered but not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, if any. Call until `Ok(None)`. After a `FatalError` the
+    /// decoder stays broken and the connection should be closed.
+    pub fn decode(&mut self) -> Result<Option<Decoded>, FatalError> {
+        if self.broken {
+            return Err(fatal(None, "stream already broken"));
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.broken = true;
+            self.buf.clear();
+        }
+        r
+    }
+
+    fn step(&mut self) -> Result<Option<Decoded>, FatalError> {
+        loop {
+            let outcome = match std::mem::replace(&mut self.state, State::fresh()) {
+                State::Head { scan, parsed } => self.head(scan, parsed)?,
+                State::Body {
+                    partial,
+                    body_start,
+                    search_from,
+                } => self.body(partial, body_start, search_from),
+                State::Discard {
+                    partial,
+                    status,
+                    reason,
+                } => self.discard(partial, status, reason),
+            };
+            match outcome {
+                Outcome::NeedMore(s) => {
+                    self.state = s;
+                    return Ok(None);
+                }
+                Outcome::Next(s) => self.state = s,
+                Outcome::Done(d) => return Ok(Some(d)),
+            }
+        }
+    }
+
+    fn head(
+        &mut self,
+        mut scan: usize,
+        mut parsed: Option<Partial>,
+    ) -> Result<Outcome, FatalError> {
+        if parsed.is_none() {
+            // Tolerate stray CRLFs between frames.
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
+            if self.buf[..] == b"\r"[..] {
+                return Ok(Outcome::NeedMore(State::Head { scan, parsed }));
+            }
+            let check = self.buf.len().min(5);
+            if self.buf[..check] != b"MSRP "[..check] {
+                return Err(fatal(None, "not an MSRP start line"));
+            }
+        }
+        loop {
+            let Some(rel) = memmem::find(&self.buf[scan..], b"\r\n") else {
+                if self.buf.len() > self.limits.max_header_bytes {
+                    return Err(fatal(
+                        parsed.map(|p| p.transaction_id),
+                        "header block too large",
+                    ));
+                }
+                return Ok(Outcome::NeedMore(State::Head { scan, parsed }));
+            };
+            let line_end = scan + rel;
+            if line_end > self.limits.max_header_bytes {
+                return Err(fatal(
+                    parsed.map(|p| p.transaction_id),
+                    "header block too large",
+                ));
+            }
+            let next = line_end + 2;
+            let Some(mut p) = parsed.take() else {
+                parsed = Some(parse_start_line(&self.buf[..line_end])?);
+                scan = next;
+                continue;
+            };
+            let line = &self.buf[scan..line_end];
+            if line.is_empty() {
+                // Blank line: content-stuff follows (RFC 4975 §6). The end-line search starts
+                // at this blank line's CRLF, so an end-line right after it is an empty body.
+                return Ok(Outcome::Next(State::Body {
+                    partial: p,
+                    body_start: next,
+                    search_from: scan.saturating_sub(2),
+                }));
+            }
+            if let Some(flag) = end_line_flag(line, &p.transaction_id) {
+                self.buf.advance(next);
+                return Ok(Outcome::Done(p.finish(None, flag)));
+            }
+            match parse_header(line) {
+                Some(h) => p.headers.push(h),
+                None => {
+                    p.malformed.get_or_insert("malformed header line");
+                }
+            }
+            parsed = Some(p);
+            scan = next;
+        }
+    }
+
+    fn body(&mut self, p: Partial, body_start: usize, search_from: usize) -> Outcome {
+        let needle = p.end_line_needle();
+        let mut from = search_from;
+        while let Some(rel) = memmem::find(&self.buf[from..], &needle) {
+            let at = from + rel;
+            let after = at + needle.len();
+            let Some(tail) = self.buf.get(after..after + 3) else {
+                return Outcome::NeedMore(State::Body {
+                    partial: p,
+                    body_start,
+                    search_from: at,
+                });
+            };
+            if let (Some(flag), b"\r\n") = (EndFlag::from_byte(tail[0]), &tail[1..]) {
+                let frame_bytes = self.buf.split_to(after + 3).freeze();
+                let body = if at >= body_start {
+                    frame_bytes.slice(body_start..at)
+                } else {
+                    Bytes::new()
+                };
+                return Outcome::Done(p.finish(Some(body), flag));
+            }
+            from = at + 1;
+        }
+        if self.buf.len().saturating_sub(body_start) > self.limits.max_body_bytes {
+            // Too large to buffer: skip to the end-line and answer 413 (RFC 4975 §7.1.1 lets
+            // the receiver refuse a chunk; the stream stays framed).
+            let keep = needle.len() + 2;
+            let drop = self.buf.len().saturating_sub(keep);
+            self.buf.advance(drop);
+            return Outcome::Next(State::Discard {
+                partial: p,
+                status: 413,
+                reason: "chunk larger than the limit",
+            });
+        }
+        let resume = self
+            .buf
+            .len()
+            .saturating_sub(needle.len() + 2)
+            .max(search_from);
+        Outcome::NeedMore(State::Body {
+            partial: p,
+            body_start,
+            search_from: resume,
+        })
+    }
+
+    fn discard(&mut self, p: Partial, status: u16, reason: &'static str) -> Outcome {
+        let needle = p.end_line_needle();
+        let mut from = 0;
+        while let Some(rel) = memmem::find(&self.buf[from..], &needle) {
+            let at = from + rel;
+            let after = at + needle.len();
+            let Some(tail) = self.buf.get(after..after + 3) else {
+                self.buf.advance(at);
+                return Outcome::NeedMore(State::Discard {
+                    partial: p,
+                    status,
+                    reason,
+                });
+            };
+            if let (Some(flag), b"\r\n") = (EndFlag::from_byte(tail[0]), &tail[1..]) {
+                self.buf.advance(after + 3);
+                let frame = Frame {
+                    transaction_id: p.transaction_id,
+                    start: p.start,
+                    headers: p.headers,
+                    body: None,
+                    flag,
+                };
+                return Outcome::Done(Decoded::Rejected(Rejection {
+                    frame,
+                    status,
+                    reason,
+                }));
+            }
+            from = at + 1;
+        }
+        let keep = needle.len() + 2;
+        let drop = self.buf.len().saturating_sub(keep);
+        self.buf.advance(drop);
+        Outcome::NeedMore(State::Discard {
+            partial: p,
+            status,
+            reason,
+        })
+    }
+}
+
+fn fatal(transaction_id: Option<String>, reason: &'static str) -> FatalError {
+    FatalError {
+        transaction_id,
+        status: 400,
+        reason,
+    }
+}
+
+/// `transact-id = ident`, `ident = ALPHANUM 3*31ident-char` (RFC 4975 §9).
+pub fn is_valid_transaction_id(tid: &str) -> bool {
+    let b = tid.as_bytes();
+    (4..=32).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+' | b'%' | b'='))
+}
+
+fn parse_start_line(line: &[u8]) -> Result<Partial, FatalError> {
+    let s = std::str::from_utf8(line).map_err(|_| fatal(None, "start line not UTF-8"))?;
+    let rest = s
+        .strip_prefix("MSRP ")
+        .ok_or_else(|| fatal(None, "not an MSRP start line"))?;
+    let (tid, rest) = rest
+        .split_once(' ')
+        .ok_or_else(|| fatal(None, "start line too short"))?;
+    if !is_valid_transaction_id(tid) {
+        return Err(fatal(None, "bad transaction id"));
+    }
+    let (first, comment) = match rest.split_once(' ') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let mut malformed = None;
+    let start = if first.len() == 3 && first.bytes().all(|c| c.is_ascii_digit()) {
+        let code = first.parse().unwrap_or(0);
+        StartLine::Response {
+            code,
+            comment: comment.map(str::to_string),
+        }
+    } else {
+        // method = 1*UPALPHA (RFC 4975 §9).
+        if comment.is_some() || first.is_empty() || !first.bytes().all(|c| c.is_ascii_uppercase()) {
+            malformed = Some("malformed start line");
+        }
+        StartLine::Request(match first {
+            "SEND" => Method::Send,
+            "REPORT" => Method::Report,
+            other => Method::Other(other.to_string()),
+        })
+    };
+    Ok(Partial {
+        transaction_id: tid.to_string(),
+        start,
+        headers: Vec::new(),
+        malformed,
+    })
+}
+
+fn end_line_flag(line: &[u8], tid: &str) -> Option<EndFlag> {
+    let rest = line.strip_prefix(END_LINE_DASHES)?;
+    let rest = rest.strip_prefix(tid.as_bytes())?;
+    match rest {
+        [f] => EndFlag::from_byte(*f),
+        _ => None,
+    }
+}
+
+fn parse_header(line: &[u8]) -> Option<Header> {
+    let s = std::str::from_utf8(line).ok()?;
+    let (name, value) = s.split_once(':')?;
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c);
+    if name.is_empty()
+        || !name.bytes().all(token)
+        || value.bytes().any(|c| c.is_ascii_control() && c != b'\t')
+    {
+        return None;
+    }
+    let value = value.strip_prefix(' ').unwrap_or(value);
+    Some(Header {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frames(d: &mut MsrpDecoder) -> Vec<Decoded> {
+        let mut out = Vec::new();
+        while let Some(x) = d.decode().unwrap() {
+            out.push(x);
+        }
+        out
+    }
+
+    fn send(tid: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = format!(
+            "MSRP {tid} SEND\r\nTo-Path: msrp://a:1/x;tcp\r\nFrom-Path: msrp://b:2/y;tcp\r\nMessage-ID: m1\r\nContent-Type: text/plain\r\n\r\n"
+        )
+        .into_bytes();
+        v.extend_from_slice(body);
+        v.extend_from_slice(format!("\r\n-------{tid}$\r\n").as_bytes());
+        v
+    }
+
+    #[test]
+    fn body_with_dashes_and_foreign_end_lines() {
+        let body =
+            b"-------\r\n-------abcd1234$\r\n\r\n-------tid12345x$\r\n-------tid12345\r\n---";
+        let wire = send("tid12345", body);
+        for step in [1, 5, wire.len()] {
+            let mut d = MsrpDecoder::default();
+            let mut got = Vec::new();
+            for p in wire.chunks(step) {
+                d.feed(p);
+                got.extend(frames(&mut d));
+            }
+            match got.as_slice() {
+                [Decoded::Frame(f)] => assert_eq!(f.body_bytes(), body),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_body_is_413_and_stream_survives() {
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: 1024,
+            max_body_bytes: 100,
+        });
+        let mut wire = send("big12345", &[b'x'; 5000]);
+        wire.extend(send("next1234", b"ok"));
+        for p in wire.chunks(64) {
+            d.feed(p);
+            assert!(d.buffered() < 400, "buffer stays bounded");
+            for x in frames(&mut d) {
+                match x {
+                    Decoded::Rejected(r) => {
+                        assert_eq!(r.status, 413);
+                        assert_eq!(r.frame.transaction_id, "big12345");
+                        assert_eq!(r.frame.header("From-Path"), Some("msrp://b:2/y;tcp"));
+                    }
+                    Decoded::Frame(f) => assert_eq!(f.body_bytes(), b"ok"),
+                }
+            }
+        }
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn malformed_header_is_400_and_stream_survives() {
+        let mut wire = b"MSRP bad12345 SEND\r\nTo-Path: msrp://a:1/x;tcp\r\nno colon here\r\n\r\nbody\r\n-------bad12345$\r\n".to_vec();
+        wire.extend(send("good1234", b"fine"));
+        let mut d = MsrpDecoder::default();
+        d.feed(&wire);
+        let got = frames(&mut d);
+        assert!(
+            matches!(&got[0], Decoded::Rejected(r) if r.status == 400 && r.frame.transaction_id == "bad12345")
+        );
+        assert!(matches!(&got[1], Decoded::Frame(f) if f.body_bytes() == b"fine"));
+    }
+
+    #[test]
+    fn garbage_and_oversized_headers_are_fatal() {
+        let mut d = MsrpDecoder::default();
+        d.feed(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(d.decode().unwrap_err().transaction_id, None);
+        assert!(d.decode().is_err(), "stays broken");
+
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: 64,
+            max_body_bytes: 100,
+        });
+        d.feed(b"MSRP abcd1234 SEND\r\nX-Long: ");
+        d.feed(&[b'a'; 100]);
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.transaction_id.as_deref(), Some("abcd1234"));
+        assert_eq!(e.status, 400);
+
+        let mut d = MsrpDecoder::default();
+        d.feed(b"MSRP a SEND\r\n");
+        assert!(d.decode().is_err(), "transaction id too short");
+    }
+
+    #[test]
+    fn bad_method_line_is_rejected_not_fatal() {
+        let mut d = MsrpDecoder::default();
+        d.feed(b"MSRP abcd1234 send me\r\nTo-Path: msrp://a:1/x;tcp\r\nFrom-Path: msrp://b:2/y;tcp\r\n-------abcd1234$\r\n");
+        let got = frames(&mut d);
+        assert!(matches!(&got[..], [Decoded::Rejected(r)] if r.status == 400));
+    }
+
+    #[test]
+    fn empty_body_forms() {
+        let mut d = MsrpDecoder::default();
+        // Blank line directly followed by the end-line (seen in the wild).
+        d.feed(b"MSRP abcd1234 SEND\r\nTo-Path: msrp://a:1/x;tcp\r\nFrom-Path: msrp://b:2/y;tcp\r\n\r\n-------abcd1234$\r\n");
+        // ABNF form: blank line, empty data, CRLF, end-line.
+        d.feed(b"MSRP abcd1235 SEND\r\nTo-Path: msrp://a:1/x;tcp\r\nFrom-Path: msrp://b:2/y;tcp\r\nContent-Type: text/plain\r\n\r\n\r\n-------abcd1235$\r\n");
+        let got = frames(&mut d);
+        assert_eq!(got.len(), 2);
+        for g in got {
+            match g {
+                Decoded::Frame(f) => assert_eq!(f.body.as_deref(), Some(&b""[..])),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
