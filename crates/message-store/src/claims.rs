@@ -31,12 +31,13 @@ pub(crate) fn claim(
     while let Some(row) = rows.next()? {
         claimed.push(stored_message(row)?);
     }
-    let mut mark = cx
-        .conn
-        .prepare_cached("UPDATE message SET claim = ?1 WHERE id = ?2")?;
-    let fetch = fetch_id_to_sql(fetch_id);
-    for m in &claimed {
-        mark.execute(params![fetch, m.id.0])?;
+    if !claimed.is_empty() {
+        let ids: Vec<StoredId> = claimed.iter().map(|m| m.id).collect();
+        cx.conn
+            .prepare_cached(
+                "UPDATE message SET claim = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![fetch_id_to_sql(fetch_id), id_list(&ids)])?;
     }
     Ok(claimed)
 }
@@ -73,6 +74,20 @@ pub(crate) fn delivered(
     Ok(changed)
 }
 
+/// Ids as a JSON array for `json_each`, so a list is bound as one parameter of one statement.
+fn id_list(ids: &[StoredId]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.0.to_string());
+    }
+    out.push(']');
+    out
+}
+
 /// Frees every message still claimed by `fetch_id`; returns how many.
 pub(crate) fn release(cx: &JobContext<'_>, fetch_id: u64) -> Result<usize, StoreError> {
     Ok(cx
@@ -87,4 +102,18 @@ pub(crate) fn release_all(conn: &Connection) -> Result<usize, StoreError> {
         "UPDATE message SET claim = NULL WHERE claim IS NOT NULL",
         [],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_list_is_a_json_array() {
+        assert_eq!(id_list(&[]), "[]");
+        assert_eq!(
+            id_list(&[StoredId(1), StoredId(-2), StoredId(30)]),
+            "[1,-2,30]"
+        );
+    }
 }

@@ -2,9 +2,10 @@
 //!
 //! The check reads the mailbox's counters, which the insert trigger keeps current inside the
 //! transaction, so rows earlier in the same batch count. A refused deposit returns before
-//! anything is written (and its savepoint undoes the mailbox row if it was just created).
+//! anything is written; the message row and its counter update are one statement (the trigger
+//! runs inside it), so a failed insert leaves nothing either.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use crate::config::Limits;
 use crate::error::{LimitExceeded, StoreError};
@@ -27,18 +28,14 @@ pub(crate) fn check_size(limits: &Limits, body_len: usize) -> Result<(), LimitEx
 /// Checks the limits for `message` and inserts it.
 pub(crate) fn insert(cx: &JobContext<'_>, message: &NewMessage) -> Result<StoredId, StoreError> {
     check_size(cx.limits, message.body.len())?;
-    // DO UPDATE (not DO NOTHING) so RETURNING yields the row when the mailbox exists already.
-    let (mailbox_id, messages, bytes): (i64, i64, i64) = cx
+    let existing: Option<(i64, i64, i64)> = cx
         .conn
-        .prepare_cached(
-            "INSERT INTO mailbox(aor) VALUES (?1)
-             ON CONFLICT(aor) DO UPDATE SET aor = excluded.aor
-             RETURNING id, message_count, total_bytes",
-        )?
+        .prepare_cached("SELECT id, message_count, total_bytes FROM mailbox WHERE aor = ?1")?
         .query_row([&message.mailbox], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    let (messages, bytes) = (count(messages), count(bytes));
+        })
+        .optional()?;
+    let (messages, bytes) = existing.map_or((0, 0), |(_, m, b)| (count(m), count(b)));
     if messages >= cx.limits.max_messages_per_mailbox {
         return Err(LimitExceeded::MailboxFull {
             messages,
@@ -54,6 +51,13 @@ pub(crate) fn insert(cx: &JobContext<'_>, message: &NewMessage) -> Result<Stored
         }
         .into());
     }
+    let mailbox_id = match existing {
+        Some((id, _, _)) => id,
+        None => cx
+            .conn
+            .prepare_cached("INSERT INTO mailbox(aor) VALUES (?1) RETURNING id")?
+            .query_row([&message.mailbox], |r| r.get(0))?,
+    };
     cx.conn
         .prepare_cached(
             "INSERT INTO message(mailbox_id, sender_aor, sender_name, sender_verified, recipient,

@@ -60,6 +60,10 @@ pub enum StoreError {
         /// What was wrong.
         what: String,
     },
+    /// SQLite abandoned the batch transaction after an error in another job; nothing of the
+    /// batch was written.
+    #[error("store transaction rolled back by SQLite after an I/O error")]
+    TransactionLost,
     /// The writer thread could not be started.
     #[error("cannot start the store writer thread: {0}")]
     Thread(#[source] Arc<std::io::Error>),

@@ -76,6 +76,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(&config.path)?;
     conn.busy_timeout(config.busy_timeout)?;
+    // Room for every statement the writer's jobs prepare (rusqlite's default is 16).
+    conn.set_prepared_statement_cache_capacity(64);
     // journal_mode answers with the mode in force; WAL lets readers run beside the writer.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
