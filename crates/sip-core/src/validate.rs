@@ -63,6 +63,8 @@ pub struct ValidationFront {
     pub limits: Limits,
     /// Value of the Server header in stateless responses.
     pub server: String,
+    /// Largest normalised message handed on (rsipstack's UDP buffer); larger gets 513.
+    pub max_message_bytes: usize,
 }
 
 impl ValidationFront {
@@ -70,7 +72,14 @@ impl ValidationFront {
         ValidationFront {
             limits,
             server: server.into(),
+            max_message_bytes: usize::MAX,
         }
+    }
+
+    /// Refuse (513) messages whose normalised form exceeds `max` bytes.
+    pub fn with_max_message(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Frame and check one UDP datagram.
@@ -148,6 +157,15 @@ impl ValidationFront {
 
     fn deliver(&self, frame: &Frame) -> Verdict {
         let bytes = normalise(frame);
+        if bytes.len() > self.max_message_bytes {
+            return if frame.head.is_response() {
+                Verdict::Drop {
+                    reason: "Response too large".to_string(),
+                }
+            } else {
+                self.respond(&frame.head, 513, "Message Too Large", &[])
+            };
+        }
         // Belt and braces: what rsipstack cannot parse must not reach it (over TCP it would
         // close the connection).
         match rsipstack::sip::SipMessage::try_from(bytes.as_slice()) {

@@ -1,0 +1,336 @@
+//! The sockets. We own every socket and run the validation front on what arrives; rsipstack
+//! only ever sees messages that passed it:
+//! - UDP: our task reads the real socket; valid datagrams are handed to rsipstack through
+//!   [`FrontUdpSocket`], an implementation of rsipstack's `platform::net::UdpSocket` whose
+//!   `recv_from` yields only validated datagrams and whose `send_to` writes to the real socket.
+//!   rsipstack's own `UdpConnection` therefore sends (Via, retransmissions, lookups unchanged).
+//! - TCP: our task accepts and frames each connection; valid messages are parsed and injected
+//!   through an rsipstack `ChannelConnection` (one per TCP connection, reliable, keyed by the
+//!   peer address); what rsipstack sends on that channel is written to the socket.
+//!   rsipstack's stream codec never runs on accepted connections, so a bad message cannot make
+//!   it close the connection.
+
+use crate::framing::StreamItem;
+use crate::validate::{ValidationFront, Verdict};
+use rsipstack::transport::channel::ChannelConnection;
+use rsipstack::transport::connection::TransportEvent;
+use rsipstack::transport::{SipAddr, SipConnection};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// rsipstack's UDP receive buffer (`MAX_UDP_BUF_SIZE`): a normalised datagram must fit.
+pub const RSIPSTACK_UDP_BUF: usize = 8192;
+
+/// How many messages the fronts delivered, answered statelessly and dropped.
+#[derive(Debug, Default)]
+pub struct FrontStats {
+    pub delivered: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl FrontStats {
+    fn count(&self, verdict: &Verdict) {
+        let counter = match verdict {
+            Verdict::Deliver { .. } => &self.delivered,
+            Verdict::Respond { .. } => &self.rejected,
+            Verdict::Drop { .. } => &self.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (delivered, rejected, dropped) so far.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.delivered.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The socket rsipstack's UDP transport reads from: validated datagrams only.
+pub struct FrontUdpSocket {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+}
+
+impl std::fmt::Debug for FrontUdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrontUdpSocket({})", self.local)
+    }
+}
+
+#[async_trait::async_trait]
+impl rsipstack::platform::net::UdpSocket for FrontUdpSocket {
+    async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
+        let mut inbound = self.inbound.lock().await;
+        loop {
+            match inbound.recv().await {
+                Some((bytes, src)) => match buf.get_mut(..bytes.len()) {
+                    Some(dst) => {
+                        dst.copy_from_slice(&bytes);
+                        return Ok((bytes.len(), src));
+                    }
+                    None => warn!(len = bytes.len(), "validated datagram exceeds rsipstack buffer"),
+                },
+                // The front has stopped: rsipstack retries on errors, so never return; its
+                // cancellation token ends the loop.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> rsipstack::Result<usize> {
+        Ok(self.socket.send_to(buf, addr).await?)
+    }
+
+    fn local_addr(&self) -> rsipstack::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Bind `addr`, start the UDP front task, and return the socket rsipstack should use.
+pub async fn start_udp_front(
+    addr: SocketAddr,
+    front: Arc<ValidationFront>,
+    stats: Arc<FrontStats>,
+    cancel: CancellationToken,
+) -> std::io::Result<Arc<FrontUdpSocket>> {
+    let socket = Arc::new(UdpSocket::bind(addr).await?);
+    let local = socket.local_addr()?;
+    let (tx, rx) = mpsc::channel(1024);
+    let reader = socket.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, src) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = reader.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(error = %e, "udp recv error");
+                        continue;
+                    }
+                },
+            };
+            let data = buf.get(..n).unwrap_or_default();
+            if data == b"\r\n\r\n" {
+                // RFC 5626 §4.4.1 keep-alive.
+                reader.send_to(b"\r\n", src).await.ok();
+                continue;
+            }
+            if data.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let verdict = front.check_datagram(data);
+            stats.count(&verdict);
+            match verdict {
+                Verdict::Deliver { bytes, .. } => {
+                    if tx.try_send((bytes, src)).is_err() {
+                        debug!(%src, "udp front queue full, datagram dropped");
+                    }
+                }
+                Verdict::Respond {
+                    status,
+                    reason,
+                    bytes,
+                } => {
+                    debug!(%src, status, %reason, "udp request refused by the validation front");
+                    reader.send_to(&bytes, src).await.ok();
+                }
+                Verdict::Drop { reason } => debug!(%src, %reason, "udp message dropped"),
+            }
+        }
+    });
+    Ok(Arc::new(FrontUdpSocket {
+        socket,
+        local,
+        inbound: tokio::sync::Mutex::new(rx),
+    }))
+}
+
+/// Registers accepted TCP connections with rsipstack (its `TransportLayer::add_connection`).
+pub type AddConnection = Arc<dyn Fn(SipConnection) + Send + Sync>;
+
+/// Bind a TCP listener on `addr` and serve it with the front; returns the bound address.
+pub async fn start_tcp_front(
+    addr: SocketAddr,
+    front: Arc<ValidationFront>,
+    stats: Arc<FrontStats>,
+    add_connection: AddConnection,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(error = %e, "tcp accept error");
+                        continue;
+                    }
+                },
+            };
+            let conn_cancel = cancel.child_token();
+            tokio::spawn(serve_tcp(
+                stream,
+                peer,
+                front.clone(),
+                stats.clone(),
+                add_connection.clone(),
+                conn_cancel,
+            ));
+        }
+    });
+    Ok(local)
+}
+
+/// Longest a TCP connection may stay silent before we close it.
+const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    front: Arc<ValidationFront>,
+    stats: Arc<FrontStats>,
+    add_connection: AddConnection,
+    cancel: CancellationToken,
+) {
+    let peer_addr = SipAddr {
+        r#type: Some(rsipstack::sip::Transport::Tcp),
+        addr: peer.into(),
+    };
+    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel::<TransportEvent>();
+    let (outgoing_tx, mut outgoing_rx) = mpsc::unbounded_channel::<TransportEvent>();
+    let channel = match ChannelConnection::create_connection(
+        incoming_rx,
+        outgoing_tx,
+        peer_addr.clone(),
+        Some(cancel.clone()),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot create channel connection");
+            return;
+        }
+    };
+    add_connection(SipConnection::Channel(channel.clone()));
+    let (mut reader, mut writer) = stream.into_split();
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer_cancel = cancel.clone();
+    let writer_task = tokio::spawn(async move {
+        loop {
+            let bytes = tokio::select! {
+                _ = writer_cancel.cancelled() => break,
+                ev = outgoing_rx.recv() => match ev {
+                    Some(TransportEvent::Incoming(msg, _, _)) => msg.to_string().into_bytes(),
+                    Some(_) => continue,
+                    None => break,
+                },
+                raw = raw_rx.recv() => match raw {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        writer.shutdown().await.ok();
+    });
+    let mut framer = crate::framing::StreamFramer::new(front.limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = tokio::time::timeout(TCP_IDLE, reader.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            },
+        };
+        framer.push(buf.get(..n).unwrap_or_default());
+        while let Some(item) = framer.next_item() {
+            let fatal = matches!(item, StreamItem::Fatal(_));
+            match front.check_stream_item(&item) {
+                None => {
+                    raw_tx.send(b"\r\n".to_vec()).ok();
+                }
+                Some(verdict) => {
+                    stats.count(&verdict);
+                    match verdict {
+                        Verdict::Deliver { bytes, .. } => {
+                            deliver_tcp(&bytes, peer, &peer_addr, &channel, &incoming_tx);
+                        }
+                        Verdict::Respond {
+                            status,
+                            reason,
+                            bytes,
+                        } => {
+                            debug!(%peer, status, %reason, "tcp request refused by the validation front");
+                            raw_tx.send(bytes).ok();
+                        }
+                        Verdict::Drop { reason } => debug!(%peer, %reason, "tcp message dropped"),
+                    }
+                }
+            }
+            if fatal {
+                debug!(%peer, "tcp framing lost, closing");
+                break 'read;
+            }
+        }
+    }
+    // Let the writer flush what is queued (the 400 before a close), then stop everything.
+    drop(raw_tx);
+    drop(incoming_tx);
+    tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while !writer_task.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .ok();
+    cancel.cancel();
+}
+
+fn deliver_tcp(
+    bytes: &[u8],
+    peer: SocketAddr,
+    peer_addr: &SipAddr,
+    channel: &ChannelConnection,
+    incoming: &mpsc::UnboundedSender<TransportEvent>,
+) {
+    let msg = match rsipstack::sip::SipMessage::try_from(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(%peer, error = %e, "validated message did not parse");
+            return;
+        }
+    };
+    let msg = match SipConnection::update_msg_received(msg, peer, rsipstack::sip::Transport::Tcp) {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot stamp Via received");
+            return;
+        }
+    };
+    incoming
+        .send(TransportEvent::Incoming(
+            msg,
+            SipConnection::Channel(channel.clone()),
+            peer_addr.clone(),
+        ))
+        .ok();
+}
