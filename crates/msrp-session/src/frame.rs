@@ -426,7 +426,12 @@ mod tests {
         let relay: MsrpUri = "msrp://relay:1/r;tcp".parse().unwrap();
         let peer: MsrpUri = "msrp://peer:2/p;tcp".parse().unwrap();
         let us: MsrpUri = "msrp://us:3/u;tcp".parse().unwrap();
-        let req = Frame::request("abcd1234", Method::Send, std::slice::from_ref(&us), &[relay, peer]);
+        let req = Frame::request(
+            "abcd1234",
+            Method::Send,
+            std::slice::from_ref(&us),
+            &[relay, peer],
+        );
         let resp = req.response_to(200, None, &us);
         assert_eq!(resp.header("To-Path"), Some("msrp://relay:1/r;tcp"));
         assert_eq!(resp.header("From-Path"), Some("msrp://us:3/u;tcp"));
@@ -441,7 +446,12 @@ mod tests {
     #[test]
     fn report_options() {
         let us: MsrpUri = "msrp://us:3/u;tcp".parse().unwrap();
-        let mut f = Frame::request("t1t1", Method::Send, std::slice::from_ref(&us), std::slice::from_ref(&us));
+        let mut f = Frame::request(
+            "t1t1",
+            Method::Send,
+            std::slice::from_ref(&us),
+            std::slice::from_ref(&us),
+        );
         assert!(!f.success_report());
         assert_eq!(f.failure_report(), FailureReport::Yes);
         f.push_header("Success-Report", "yes");

@@ -4,11 +4,24 @@
 
 pub mod chunking;
 pub mod codec;
+mod connection;
 pub mod cpim;
+mod endpoint;
 pub mod frame;
+pub mod ids;
 pub mod sdp;
+mod session;
 pub mod uri;
 
 pub use codec::{Decoded, DecoderLimits, FatalError, MsrpDecoder, Rejection};
+pub use endpoint::{EndpointConfig, MsrpEndpoint};
 pub use frame::{ByteRange, EndFlag, FailureReport, Frame, Header, HeaderError, Method, StartLine};
+pub use sdp::{
+    build_answer, build_offer, LocalMedia, MsrpOffer, MsrpTransport, Negotiated, SdpError,
+    SetupRole,
+};
+pub use session::{
+    CloseReason, IncomingMessage, MessageResponder, MsrpSender, MsrpSession, SendError,
+    SessionEvent, StartError,
+};
 pub use uri::{MsrpUri, UriError};

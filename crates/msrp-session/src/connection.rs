@@ -1,0 +1,210 @@
+//! One TCP connection: a reader task that frames the inbound stream and routes each frame
+//! to the session named by its To-Path (binding a connection to a session on its first
+//! request, RFC 4975 §5.4: unknown session 481, bound elsewhere 506), and a writer task
+//! that owns the write half, so reading never waits for a slow write.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::codec::{Decoded, MsrpDecoder, Rejection};
+use crate::endpoint::{Registry, RouteOutcome};
+use crate::frame::{EndFlag, Frame, StartLine};
+use crate::uri::MsrpUri;
+
+/// Frames queued to the writer task at most.
+const WRITE_QUEUE: usize = 64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the writer task is told.
+#[derive(Debug)]
+pub(crate) enum WriterCmd {
+    Data(Bytes),
+    Close,
+}
+
+/// What the reader task is told.
+#[derive(Debug)]
+pub(crate) enum ConnCtl {
+    /// A session on this connection ended; close when none is left.
+    Unbind(String),
+}
+
+/// A handle sessions keep to write on a connection and to leave it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnHandle {
+    pub id: u64,
+    pub write_tx: mpsc::Sender<WriterCmd>,
+    pub ctl_tx: mpsc::UnboundedSender<ConnCtl>,
+}
+
+/// Start the tasks for an accepted or connected stream. `initial` sessions are bound from
+/// the start (the active side's own session).
+pub(crate) fn spawn(
+    stream: TcpStream,
+    registry: Arc<Registry>,
+    initial: Option<String>,
+) -> ConnHandle {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let handle = ConnHandle {
+        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+        write_tx,
+        ctl_tx,
+    };
+    tokio::spawn(writer(wr, write_rx));
+    tokio::spawn(reader(rd, registry, handle.clone(), ctl_rx, initial));
+    handle
+}
+
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            WriterCmd::Data(b) => {
+                if let Err(e) = wr.write_all(&b).await {
+                    tracing::debug!(error = %e, "MSRP write failed");
+                    break;
+                }
+            }
+            WriterCmd::Close => break,
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn reader(
+    mut rd: OwnedReadHalf,
+    registry: Arc<Registry>,
+    me: ConnHandle,
+    mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,
+    initial: Option<String>,
+) {
+    let mut decoder = MsrpDecoder::new(registry.config.limits);
+    let mut bound: HashSet<String> = initial.into_iter().collect();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // A connection that binds no session in time is dropped (RFC 4975 §5.4 binds on the
+    // first request; an idle socket binds nothing).
+    let bind_deadline = tokio::time::Instant::now() + registry.config.bind_timeout;
+    'conn: loop {
+        tokio::select! {
+            ctl = ctl_rx.recv() => match ctl {
+                Some(ConnCtl::Unbind(id)) => {
+                    bound.remove(&id);
+                    if bound.is_empty() {
+                        break 'conn;
+                    }
+                }
+                None => break 'conn,
+            },
+            _ = tokio::time::sleep_until(bind_deadline), if bound.is_empty() => break 'conn,
+            n = rd.read_buf(&mut buf) => {
+                match n {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(_) => {}
+                }
+                decoder.feed(&buf);
+                buf.clear();
+                loop {
+                    match decoder.decode() {
+                        Ok(None) => break,
+                        Ok(Some(Decoded::Frame(frame))) => {
+                            route(&registry, &me, &mut bound, frame).await;
+                        }
+                        Ok(Some(Decoded::Rejected(r))) => reject(&registry, &me, &bound, r).await,
+                        Err(fatal) => {
+                            tracing::debug!(reason = fatal.reason, "MSRP stream broken, closing");
+                            if let Some(tid) = fatal.transaction_id {
+                                let f = Frame {
+                                    transaction_id: tid,
+                                    start: StartLine::Response { code: fatal.status, comment: Some("Bad Request".into()) },
+                                    headers: Vec::new(),
+                                    body: None,
+                                    flag: EndFlag::Complete,
+                                };
+                                let _ = me.write_tx.send(WriterCmd::Data(f.to_bytes())).await;
+                            }
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = me.write_tx.send(WriterCmd::Close).await;
+    for id in bound {
+        registry.connection_lost(&id, me.id).await;
+    }
+}
+
+/// Our URI as the peer addressed it (first To-Path URI), for the From-Path of responses we
+/// make here.
+fn addressed_uri(frame: &Frame) -> Option<MsrpUri> {
+    frame.to_path().ok().and_then(|p| p.into_iter().next())
+}
+
+async fn respond(me: &ConnHandle, request: &Frame, code: u16) {
+    if request.method().is_none() {
+        return; // Responses and broken responses are never answered.
+    }
+    let Some(local) = addressed_uri(request) else {
+        let f = Frame {
+            transaction_id: request.transaction_id.clone(),
+            start: StartLine::Response {
+                code,
+                comment: crate::frame::reason_phrase(code).map(str::to_string),
+            },
+            headers: Vec::new(),
+            body: None,
+            flag: EndFlag::Complete,
+        };
+        let _ = me.write_tx.send(WriterCmd::Data(f.to_bytes())).await;
+        return;
+    };
+    let resp = request.response_to(code, None, &local);
+    let _ = me.write_tx.send(WriterCmd::Data(resp.to_bytes())).await;
+}
+
+async fn route(registry: &Registry, me: &ConnHandle, bound: &mut HashSet<String>, frame: Frame) {
+    let session_id = match frame.to_path() {
+        Ok(p) => p.into_iter().next().and_then(|u| u.session_id),
+        Err(_) => None,
+    };
+    let (Some(session_id), true) = (session_id, frame.header("From-Path").is_some()) else {
+        respond(me, &frame, 400).await;
+        return;
+    };
+    match registry.route(&session_id, me, frame).await {
+        RouteOutcome::Delivered { newly_bound } => {
+            if newly_bound {
+                bound.insert(session_id);
+            }
+        }
+        RouteOutcome::UnknownSession(frame) => respond(me, &frame, 481).await,
+        RouteOutcome::BoundElsewhere(frame) => respond(me, &frame, 506).await,
+    }
+}
+
+async fn reject(registry: &Registry, me: &ConnHandle, bound: &HashSet<String>, r: Rejection) {
+    tracing::debug!(status = r.status, reason = r.reason, "MSRP frame rejected");
+    // Let the session drop what it held of that message.
+    if let (Some(sid), Some(mid)) = (
+        addressed_uri(&r.frame).and_then(|u| u.session_id),
+        r.frame.message_id(),
+    ) {
+        if bound.contains(&sid) {
+            registry.discard_message(&sid, mid.to_string()).await;
+        }
+    }
+    if r.frame.failure_report() != crate::frame::FailureReport::No {
+        respond(me, &r.frame, r.status).await;
+    }
+}

@@ -1,0 +1,248 @@
+//! The MSRP endpoint: one TCP listener, the table of live sessions, and session creation.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::codec::DecoderLimits;
+use crate::connection::{self, ConnHandle};
+use crate::frame::Frame;
+use crate::ids;
+use crate::session::{self, MsrpSession, SessionInput};
+use crate::uri::MsrpUri;
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Host put in `a=path` URIs; default: the bound IP address.
+    pub advertised_host: Option<String>,
+    /// Size of the chunks outgoing messages are cut into.
+    pub chunk_size: usize,
+    /// Decoder limits (header block, one chunk's body).
+    pub limits: DecoderLimits,
+    /// Bytes of unfinished incoming messages a session may hold (answer 413 beyond).
+    pub max_message_bytes: u64,
+    /// How long an outgoing SEND waits for its response.
+    pub transaction_timeout: Duration,
+    /// How long a connection may stay without a bound session, and a passive session
+    /// without a connection.
+    pub bind_timeout: Duration,
+    /// Timeout for connecting out (active role).
+    pub connect_timeout: Duration,
+    /// TCP listen backlog (bursts of callers, see SPEC §5).
+    pub listen_backlog: u32,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            advertised_host: None,
+            chunk_size: 2048,
+            limits: DecoderLimits::default(),
+            max_message_bytes: 4 * 1024 * 1024,
+            transaction_timeout: Duration::from_secs(30),
+            bind_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            listen_backlog: 4096,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    inbox: mpsc::Sender<SessionInput>,
+    bound: Option<u64>,
+}
+
+/// Result of routing one inbound frame.
+#[derive(Debug)]
+pub(crate) enum RouteOutcome {
+    Delivered { newly_bound: bool },
+    UnknownSession(Frame),
+    BoundElsewhere(Frame),
+}
+
+/// Live sessions by id, shared by the listener, connections and session tasks.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub config: EndpointConfig,
+    sessions: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic elsewhere while holding the lock leaves a usable map.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn route(
+        &self,
+        session_id: &str,
+        conn: &ConnHandle,
+        frame: Frame,
+    ) -> RouteOutcome {
+        let is_request = frame.method().is_some();
+        let (inbox, newly_bound) = {
+            let mut map = self.lock();
+            let Some(entry) = map.get_mut(session_id) else {
+                return RouteOutcome::UnknownSession(frame);
+            };
+            match entry.bound {
+                Some(c) if c == conn.id => (entry.inbox.clone(), false),
+                Some(_) => return RouteOutcome::BoundElsewhere(frame),
+                None if is_request => {
+                    entry.bound = Some(conn.id);
+                    (entry.inbox.clone(), true)
+                }
+                // A response on a connection the session does not use: nobody waits for it.
+                None => return RouteOutcome::Delivered { newly_bound: false },
+            }
+        };
+        if newly_bound {
+            let _ = inbox.send(SessionInput::Bind(conn.clone())).await;
+        }
+        let _ = inbox.send(SessionInput::Frame(frame)).await;
+        RouteOutcome::Delivered { newly_bound }
+    }
+
+    /// Bind a session to a connection it opened itself.
+    pub(crate) fn bind_active(&self, session_id: &str, conn_id: u64) -> bool {
+        match self.lock().get_mut(session_id) {
+            Some(e) if e.bound.is_none() => {
+                e.bound = Some(conn_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn remove(&self, session_id: &str) {
+        self.lock().remove(session_id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) async fn connection_lost(&self, session_id: &str, conn_id: u64) {
+        let inbox = match self.lock().get(session_id) {
+            Some(e) if e.bound == Some(conn_id) => e.inbox.clone(),
+            _ => return,
+        };
+        let _ = inbox.send(SessionInput::ConnectionLost(conn_id)).await;
+    }
+
+    pub(crate) async fn discard_message(&self, session_id: &str, message_id: String) {
+        let inbox = match self.lock().get(session_id) {
+            Some(e) => e.inbox.clone(),
+            None => return,
+        };
+        let _ = inbox.send(SessionInput::Discard(message_id)).await;
+    }
+}
+
+#[derive(Debug)]
+struct EndpointInner {
+    registry: Arc<Registry>,
+    local_addr: SocketAddr,
+    host: String,
+    accept_task: JoinHandle<()>,
+}
+
+impl Drop for EndpointInner {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+/// An MSRP listener and session factory. Cheap to clone; the listener stops when the last
+/// clone is dropped (live sessions keep their connections).
+#[derive(Debug, Clone)]
+pub struct MsrpEndpoint {
+    inner: Arc<EndpointInner>,
+}
+
+impl MsrpEndpoint {
+    /// Listen on `addr` (port 0 picks one).
+    pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> io::Result<MsrpEndpoint> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(config.listen_backlog)?;
+        let local_addr = listener.local_addr()?;
+        let host = match &config.advertised_host {
+            Some(h) => h.clone(),
+            None if local_addr.is_ipv6() => format!("[{}]", local_addr.ip()),
+            None => local_addr.ip().to_string(),
+        };
+        let registry = Arc::new(Registry {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+        });
+        let reg = registry.clone();
+        let accept_task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        tracing::debug!(%peer, "MSRP connection accepted");
+                        connection::spawn(stream, reg.clone(), None);
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "MSRP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(MsrpEndpoint {
+            inner: Arc::new(EndpointInner {
+                registry,
+                local_addr,
+                host,
+                accept_task,
+            }),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// A new session with a fresh id; its `local_path()` goes into `a=path`. It accepts a
+    /// binding connection from now on, even before `start`.
+    pub fn create_session(&self) -> MsrpSession {
+        let id = ids::session_id();
+        let local = MsrpUri::new(
+            false,
+            self.inner.host.clone(),
+            self.inner.local_addr.port(),
+            id.clone(),
+        );
+        let (inbox_tx, inbox_rx) = mpsc::channel(session::INBOX_CAPACITY);
+        self.inner.registry.lock().insert(
+            id.clone(),
+            Entry {
+                inbox: inbox_tx,
+                bound: None,
+            },
+        );
+        session::spawn(id, local, self.inner.registry.clone(), inbox_rx)
+    }
+}
