@@ -103,3 +103,213 @@ async fn tcp_connection_survives_a_bad_message() {
     assert!(r.starts_with("SIP/2.0 200"), "{r}");
     ep.shutdown();
 }
+
+/// Value of header `name` in a raw message.
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn recv_udp(sock: &UdpSocket) -> String {
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("a datagram in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Receive until a message whose first line starts with `prefix`.
+async fn recv_until(sock: &UdpSocket, prefix: &str) -> String {
+    loop {
+        let m = recv_udp(sock).await;
+        if m.starts_with(prefix) {
+            return m;
+        }
+    }
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\na=accept-types:message/cpim\r\na=path:msrp://127.0.0.1:9/s1;tcp\r\n";
+
+fn invite(peer: SocketAddr, call: &str, to_tag: Option<&str>, cseq: u32, branch: &str) -> String {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al1\r\nTo: <sip:bob@127.0.0.1>{to_tag}\r\n\
+         Call-ID: {call}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{peer}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    )
+}
+
+fn in_dialog(method: &str, peer: SocketAddr, call: &str, to_tag: &str, cseq: u32, branch: &str) -> String {
+    format!(
+        "{method} sip:mwi-store@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al1\r\nTo: <sip:bob@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn to_tag_of(msg: &str) -> String {
+    let to = header(msg, "To").expect("To header");
+    to.split(";tag=").nth(1).expect("To-tag").split(';').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn invite_accept_retransmits_until_ack_then_reinvite_and_bye() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sock.local_addr().unwrap();
+    sock.send_to(invite(peer, "inv1@test", None, 1, "i1").as_bytes(), to).await.unwrap();
+    let trying = recv_udp(&sock).await;
+    assert!(trying.starts_with("SIP/2.0 100"), "{trying}");
+    let Some(IncomingRequest::Invite(inv)) = timeout(Duration::from_secs(2), rx.recv()).await.unwrap() else {
+        panic!("expected an INVITE");
+    };
+    assert_eq!(inv.source().addr, peer);
+    assert_eq!(inv.body(), SDP.as_bytes());
+    let mut session = inv.accept(b"v=0\r\nanswer\r\n".to_vec()).unwrap();
+    let ok = recv_until(&sock, "SIP/2.0 200").await;
+    assert!(header(&ok, "Contact").is_some_and(|c| c.contains("sip:mwi-store@127.0.0.1:")), "{ok}");
+    assert_eq!(header(&ok, "Content-Type"), Some("application/sdp"));
+    assert!(ok.ends_with("v=0\r\nanswer\r\n"), "{ok}");
+    let tag = to_tag_of(&ok);
+    // RFC 3261 §13.3.1.4: the 2xx is retransmitted (T1 = 50 ms here) until the ACK arrives.
+    let again = recv_until(&sock, "SIP/2.0 200").await;
+    assert_eq!(to_tag_of(&again), tag);
+    sock.send_to(in_dialog("ACK", peer, "inv1@test", &tag, 1, "a1").as_bytes(), to).await.unwrap();
+    assert_eq!(timeout(Duration::from_secs(2), session.next_event()).await.unwrap(), Some(DialogEvent::Ack));
+    // re-INVITE keeps the session: 200 with the same SDP.
+    sock.send_to(invite(peer, "inv1@test", Some(&tag), 2, "r2").as_bytes(), to).await.unwrap();
+    let re = recv_until(&sock, "SIP/2.0 200").await;
+    assert!(re.ends_with("v=0\r\nanswer\r\n"), "{re}");
+    assert_eq!(header(&re, "CSeq"), Some("2 INVITE"));
+    sock.send_to(in_dialog("ACK", peer, "inv1@test", &tag, 2, "a2").as_bytes(), to).await.unwrap();
+    assert_eq!(timeout(Duration::from_secs(2), session.next_event()).await.unwrap(), Some(DialogEvent::ReInvite));
+    sock.send_to(in_dialog("BYE", peer, "inv1@test", &tag, 3, "b3").as_bytes(), to).await.unwrap();
+    let bye_ok = recv_until(&sock, "SIP/2.0 200").await;
+    assert_eq!(header(&bye_ok, "CSeq"), Some("3 BYE"));
+    let mut saw_bye = false;
+    while let Ok(Some(ev)) = timeout(Duration::from_secs(2), session.next_event()).await {
+        if ev == DialogEvent::Bye {
+            saw_bye = true;
+            break;
+        }
+    }
+    assert!(saw_bye);
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn cancel_before_answer_gets_487() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sock.local_addr().unwrap();
+    sock.send_to(invite(peer, "c1@test", None, 1, "c1").as_bytes(), to).await.unwrap();
+    let Some(IncomingRequest::Invite(mut inv)) = timeout(Duration::from_secs(2), rx.recv()).await.unwrap() else {
+        panic!("expected an INVITE");
+    };
+    let cancel = format!(
+        "CANCEL sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bKc1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=al1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: c1@test\r\n\
+         CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(cancel.as_bytes(), to).await.unwrap();
+    let terminated = recv_until(&sock, "SIP/2.0 487").await;
+    assert_eq!(header(&terminated, "CSeq"), Some("1 INVITE"));
+    timeout(Duration::from_secs(2), inv.cancelled()).await.expect("cancel seen");
+    assert!(inv.is_cancelled());
+    assert!(matches!(inv.accept(Vec::new()), Err(SipError::Cancelled)));
+    ep.shutdown();
+}
+
+async fn fake_proxy() -> (UdpSocket, SipEndpointConfig) {
+    let proxy = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config();
+    cfg.outbound_proxy = Some(ListenAddr::udp(proxy.local_addr().unwrap()));
+    (proxy, cfg)
+}
+
+fn publish_request() -> PublishRequest {
+    PublishRequest {
+        aor: Aor::parse("sip:bob@example.com").unwrap(),
+        from: Aor::parse("sip:mwi@ms.example.com").unwrap(),
+        event: Event::new("message-summary"),
+        body: Some(Body {
+            content_type: "application/simple-message-summary".into(),
+            bytes: b"Messages-Waiting: yes\r\n".to_vec(),
+        }),
+        expires: 3600,
+        sip_if_match: None,
+    }
+}
+
+/// Answer `req` from the fake proxy with `status` and extra header lines.
+async fn answer(proxy: &UdpSocket, to: SocketAddr, req: &str, status: &str, extra: &str) {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        out.push_str(&format!("{name}: {}\r\n", header(req, name).unwrap()));
+    }
+    out.push_str(&format!("To: {};tag=px\r\n{extra}Content-Length: 0\r\n\r\n", header(req, "To").unwrap()));
+    proxy.send_to(out.as_bytes(), to).await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_retransmits_and_reads_sip_etag() {
+    let (proxy, cfg) = fake_proxy().await;
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let client = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.publish(&publish_request()).await }
+    });
+    let first = recv_udp(&proxy).await;
+    assert!(first.starts_with("PUBLISH sip:bob@example.com SIP/2.0\r\n"), "{first}");
+    assert_eq!(header(&first, "Event"), Some("message-summary"));
+    assert_eq!(header(&first, "Expires"), Some("3600"));
+    assert!(first.ends_with("Messages-Waiting: yes\r\n"));
+    // Timer E: the same request again after T1 (50 ms), unanswered.
+    let second = recv_udp(&proxy).await;
+    assert_eq!(first, second);
+    answer(&proxy, to, &second, "200 OK", "SIP-ETag: etag-1\r\nExpires: 1800\r\n").await;
+    let resp = timeout(Duration::from_secs(2), client).await.unwrap().unwrap().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.sip_etag, Some(SipEtag::parse("etag-1").unwrap()));
+    assert_eq!(resp.expires, Some(1800));
+    // Refresh with SIP-If-Match.
+    let mut refresh = publish_request();
+    refresh.body = None;
+    refresh.sip_if_match = resp.sip_etag.clone();
+    let client = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.publish(&refresh).await }
+    });
+    let r = recv_udp(&proxy).await;
+    assert_eq!(header(&r, "SIP-If-Match"), Some("etag-1"));
+    answer(&proxy, to, &r, "423 Interval Too Brief", "Min-Expires: 7200\r\n").await;
+    let resp = timeout(Duration::from_secs(2), client).await.unwrap().unwrap().unwrap();
+    assert_eq!((resp.status, resp.min_expires), (423, Some(7200)));
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn publish_times_out_at_timer_f() {
+    let (proxy, cfg) = fake_proxy().await;
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let result = timeout(Duration::from_secs(10), ep.publish(&publish_request())).await.unwrap();
+    assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
+    // 64*T1 = 3.2 s with T1 = 50 ms.
+    assert!(started.elapsed() >= Duration::from_millis(3000), "{:?}", started.elapsed());
+    let mut copies = 0;
+    let mut buf = vec![0u8; 65535];
+    while let Ok(Ok(_)) = timeout(Duration::from_millis(10), proxy.recv_from(&mut buf)).await {
+        copies += 1;
+    }
+    assert!(copies >= 5, "Timer E retransmissions: {copies}");
+    ep.shutdown();
+}
