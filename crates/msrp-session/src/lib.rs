@@ -9,9 +9,12 @@ pub mod cpim;
 mod endpoint;
 pub mod frame;
 pub mod ids;
+pub mod imdn;
+pub mod iscomposing;
 pub mod sdp;
 mod session;
 pub mod uri;
+mod xml;
 
 pub use codec::{Decoded, DecoderLimits, FatalError, MsrpDecoder, Rejection};
 pub use endpoint::{EndpointConfig, MsrpEndpoint};
@@ -25,3 +28,4 @@ pub use session::{
     SessionEvent, StartError,
 };
 pub use uri::{MsrpUri, UriError};
+pub use xml::XmlError;
