@@ -30,7 +30,9 @@ pub(crate) fn insert(cx: &JobContext<'_>, message: &NewMessage) -> Result<Stored
     check_size(cx.limits, message.body.len())?;
     let existing: Option<(i64, i64, i64)> = cx
         .conn
-        .prepare_cached("SELECT id, message_count, total_bytes FROM mailbox WHERE aor = ?1")?
+        .prepare_cached(
+            "SELECT id, new_count + old_count, total_bytes FROM mailbox WHERE aor = ?1",
+        )?
         .query_row([&message.mailbox], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })

@@ -9,48 +9,30 @@ use crate::model::{
 };
 use crate::row::{count, from_micros, stored_message, MESSAGE_COLUMNS};
 
-/// RFC 3842 counts for one mailbox; an unknown mailbox has all zeros.
+/// RFC 3842 counts for one mailbox (kept current by triggers); an unknown mailbox has zeros.
 pub(crate) fn counts(conn: &Connection, mailbox: &str) -> Result<Counts, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.state, m.urgent, count(*) FROM message m JOIN mailbox b ON b.id = m.mailbox_id
-         WHERE b.aor = ?1 GROUP BY m.state, m.urgent",
-    )?;
-    let mut rows = stmt.query([mailbox])?;
-    let mut counts = Counts::default();
-    while let Some(row) = rows.next()? {
-        let state: String = row.get(0)?;
-        let urgent: bool = row.get(1)?;
-        let n = count(row.get(2)?);
-        match (state.as_str(), urgent) {
-            ("new", false) => counts.new += n,
-            ("new", true) => {
-                counts.new += n;
-                counts.urgent_new += n;
-            }
-            ("delivered", false) => counts.old += n,
-            ("delivered", true) => {
-                counts.old += n;
-                counts.urgent_old += n;
-            }
-            (other, _) => {
-                return Err(StoreError::Corrupt {
-                    row: 0,
-                    what: format!("unknown state {other:?} in mailbox {mailbox}"),
-                })
-            }
-        }
-    }
-    Ok(counts)
+    let counts = conn
+        .prepare_cached(
+            "SELECT new_count, old_count, urgent_new, urgent_old FROM mailbox WHERE aor = ?1",
+        )?
+        .query_row([mailbox], |r| {
+            Ok(Counts {
+                new: count(r.get(0)?),
+                old: count(r.get(1)?),
+                urgent_new: count(r.get(2)?),
+                urgent_old: count(r.get(3)?),
+            })
+        })
+        .optional()?;
+    Ok(counts.unwrap_or_default())
 }
 
 /// Every mailbox holding at least one message, by AoR.
 pub(crate) fn mailboxes(conn: &Connection) -> Result<Vec<MailboxSummary>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT b.aor,
-                sum(m.state = 'new'), sum(m.state = 'delivered'), b.total_bytes,
-                min(m.received_at)
-         FROM mailbox b JOIN message m ON m.mailbox_id = b.id
-         GROUP BY b.id ORDER BY b.aor",
+        "SELECT b.aor, b.new_count, b.old_count, b.total_bytes,
+                (SELECT min(m.received_at) FROM message m WHERE m.mailbox_id = b.id)
+         FROM mailbox b WHERE b.new_count + b.old_count > 0 ORDER BY b.aor",
     )?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
@@ -114,11 +96,8 @@ pub(crate) fn newest_headers(
 
 /// AoRs of mailboxes with waiting messages (published at start-up).
 pub(crate) fn mailboxes_with_waiting(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT b.aor FROM mailbox b
-         WHERE EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = b.id AND m.state = 'new')
-         ORDER BY b.aor",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT aor FROM mailbox WHERE new_count > 0 ORDER BY aor")?;
     let aors = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
@@ -127,18 +106,22 @@ pub(crate) fn mailboxes_with_waiting(conn: &Connection) -> Result<Vec<String>, S
 
 /// Whole-store figures.
 pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
-    let (new, old): (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT sum(state = 'new'), sum(state = 'delivered') FROM message")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let (mailboxes, bytes): (i64, Option<i64>) = conn
-        .prepare_cached("SELECT count(*), sum(total_bytes) FROM mailbox WHERE message_count > 0")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(StoreStats {
-        mailboxes: count(mailboxes),
-        new: count(new.unwrap_or(0)),
-        old: count(old.unwrap_or(0)),
-        bytes: count(bytes.unwrap_or(0)),
-    })
+    // sum() over no rows is NULL, hence coalesce.
+    let stats = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(new_count), 0), coalesce(sum(old_count), 0),
+                    coalesce(sum(total_bytes), 0)
+             FROM mailbox WHERE new_count + old_count > 0",
+        )?
+        .query_row([], |r| {
+            Ok(StoreStats {
+                mailboxes: count(r.get(0)?),
+                new: count(r.get(1)?),
+                old: count(r.get(2)?),
+                bytes: count(r.get(3)?),
+            })
+        })?;
+    Ok(stats)
 }
 
 /// The persisted RFC 3903 publication of a mailbox, if any.

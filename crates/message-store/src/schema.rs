@@ -18,8 +18,12 @@ const V1: &str = r#"
 CREATE TABLE mailbox (
     id INTEGER PRIMARY KEY,
     aor TEXT NOT NULL UNIQUE,
-    -- maintained by the triggers below; read by the quota check on every deposit
-    message_count INTEGER NOT NULL DEFAULT 0,
+    -- RFC 3842 counts and body bytes, maintained by the triggers below: read by the quota
+    -- check on every deposit and by every count query, without scanning messages
+    new_count INTEGER NOT NULL DEFAULT 0,
+    old_count INTEGER NOT NULL DEFAULT 0,
+    urgent_new INTEGER NOT NULL DEFAULT 0,
+    urgent_old INTEGER NOT NULL DEFAULT 0,
     total_bytes INTEGER NOT NULL DEFAULT 0,
     publication_etag TEXT,
     publication_expires_at INTEGER
@@ -54,14 +58,34 @@ CREATE INDEX message_by_claim ON message(claim) WHERE claim IS NOT NULL;
 
 CREATE TRIGGER message_counted AFTER INSERT ON message BEGIN
     UPDATE mailbox
-       SET message_count = message_count + 1, total_bytes = total_bytes + length(NEW.body)
+       SET new_count = new_count + (NEW.state = 'new'),
+           old_count = old_count + (NEW.state = 'delivered'),
+           urgent_new = urgent_new + (NEW.state = 'new' AND NEW.urgent),
+           urgent_old = urgent_old + (NEW.state = 'delivered' AND NEW.urgent),
+           total_bytes = total_bytes + length(NEW.body)
      WHERE id = NEW.mailbox_id;
 END;
 
 CREATE TRIGGER message_uncounted AFTER DELETE ON message BEGIN
     UPDATE mailbox
-       SET message_count = message_count - 1, total_bytes = total_bytes - length(OLD.body)
+       SET new_count = new_count - (OLD.state = 'new'),
+           old_count = old_count - (OLD.state = 'delivered'),
+           urgent_new = urgent_new - (OLD.state = 'new' AND OLD.urgent),
+           urgent_old = urgent_old - (OLD.state = 'delivered' AND OLD.urgent),
+           total_bytes = total_bytes - length(OLD.body)
      WHERE id = OLD.mailbox_id;
+END;
+
+CREATE TRIGGER message_restated AFTER UPDATE OF state ON message
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE mailbox
+       SET new_count = new_count - (OLD.state = 'new') + (NEW.state = 'new'),
+           old_count = old_count - (OLD.state = 'delivered') + (NEW.state = 'delivered'),
+           urgent_new = urgent_new - (OLD.state = 'new' AND OLD.urgent)
+                                   + (NEW.state = 'new' AND NEW.urgent),
+           urgent_old = urgent_old - (OLD.state = 'delivered' AND OLD.urgent)
+                                   + (NEW.state = 'delivered' AND NEW.urgent)
+     WHERE id = NEW.mailbox_id;
 END;
 "#;
 
@@ -206,17 +230,23 @@ mod tests {
             )
             .unwrap();
         }
-        let counters = |c: &Connection| -> (i64, i64) {
+        let counters = |c: &Connection| -> (i64, i64, i64) {
             c.query_row(
-                "SELECT message_count, total_bytes FROM mailbox WHERE id = 1",
+                "SELECT new_count, old_count, total_bytes FROM mailbox WHERE id = 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap()
         };
-        assert_eq!(counters(&conn), (2, 8));
+        assert_eq!(counters(&conn), (2, 0, 8));
+        conn.execute(
+            "UPDATE message SET state = 'delivered' WHERE length(body) = 5",
+            [],
+        )
+        .unwrap();
+        assert_eq!(counters(&conn), (1, 1, 8));
         conn.execute("DELETE FROM message WHERE length(body) = 3", [])
             .unwrap();
-        assert_eq!(counters(&conn), (1, 5));
+        assert_eq!(counters(&conn), (0, 1, 5));
     }
 }

@@ -417,3 +417,62 @@ async fn publication_state_persists_and_can_be_forgotten() {
     store.save_publication(BOB, None).await.unwrap();
     assert_eq!(store.publication(BOB).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn counters_always_match_a_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let boxes = [BOB, CAROL, "sip:dave@example.com"];
+    // A fixed pseudo-random mix of deposits, kept and deleted deliveries, and purges.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for step in 0..400u64 {
+        let mailbox = boxes[usize::try_from(next(3)).unwrap()];
+        match next(10) {
+            0..=5 => {
+                let m = NewMessage {
+                    urgent: next(3) == 0,
+                    ..message(mailbox, &vec![b'x'; usize::try_from(next(50)).unwrap()])
+                };
+                store.insert(m).await.unwrap();
+            }
+            6 | 7 => {
+                let batch = store.claim(mailbox, step, 3).await.unwrap();
+                let ids = batch.iter().map(|m| m.id).collect();
+                store.delivered(ids, next(2) == 0).await.unwrap();
+            }
+            8 => {
+                store.claim(mailbox, step, 2).await.unwrap();
+                store.release(step).await.unwrap();
+            }
+            _ => {
+                if next(4) == 0 {
+                    store.purge(mailbox, None).await.unwrap();
+                }
+            }
+        }
+    }
+    let mut total_bytes = 0;
+    for mailbox in boxes {
+        let all = store.messages(mailbox, true).await.unwrap();
+        let is = |state: MessageState, urgent: bool| {
+            all.iter()
+                .filter(|m| m.state == state && (!urgent || m.message.urgent))
+                .count() as u64
+        };
+        let recount = Counts {
+            new: is(MessageState::New, false),
+            old: is(MessageState::Delivered, false),
+            urgent_new: is(MessageState::New, true),
+            urgent_old: is(MessageState::Delivered, true),
+        };
+        assert_eq!(store.counts(mailbox).await.unwrap(), recount, "{mailbox}");
+        total_bytes += all.iter().map(|m| m.message.body.len() as u64).sum::<u64>();
+    }
+    assert_eq!(store.stats().await.unwrap().bytes, total_bytes);
+}
