@@ -71,7 +71,11 @@ impl Aor {
             let end = v6.find(']').ok_or(AorError::Malformed)?;
             format!("[{}]", v6.get(..end).unwrap_or("").to_ascii_lowercase())
         } else {
-            hostport.split(':').next().unwrap_or("").to_ascii_lowercase()
+            hostport
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
         };
         if host.is_empty()
             || !host
@@ -142,7 +146,11 @@ impl fmt::Display for Aor {
 
 /// RFC 3986 unreserved plus RFC 3261 `mark`: what never needs escaping in a user part.
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 /// RFC 3261 §25.1 user-unreserved characters, allowed unescaped in a user part.
@@ -198,13 +206,22 @@ mod tests {
 
     #[test]
     fn normalises_case_escapes_params_and_headers() {
-        assert_eq!(aor("sip:Bob@Example.COM:5060;transport=tcp?Subject=x"), "sip:Bob@example.com");
+        assert_eq!(
+            aor("sip:Bob@Example.COM:5060;transport=tcp?Subject=x"),
+            "sip:Bob@example.com"
+        );
         assert_eq!(aor("<sips:bob@example.com>;tag=1"), "sip:bob@example.com");
         assert_eq!(aor("sip:%75se%72@example.com"), "sip:user@example.com");
         assert_eq!(aor("sip:a%40b@example.com"), "sip:a%40b@example.com");
         assert_eq!(aor("sip:a%2fb@example.com"), "sip:a%2Fb@example.com");
-        assert_eq!(aor("sip:user;par=u%40example.net@example.com"), "sip:user;par=u%40example.net@example.com");
-        assert_eq!(aor("sip:alice:secret@[2001:DB8::1]:5060"), "sip:alice@[2001:db8::1]");
+        assert_eq!(
+            aor("sip:user;par=u%40example.net@example.com"),
+            "sip:user;par=u%40example.net@example.com"
+        );
+        assert_eq!(
+            aor("sip:alice:secret@[2001:DB8::1]:5060"),
+            "sip:alice@[2001:db8::1]"
+        );
         assert_ne!(aor("sip:Bob@example.com"), aor("sip:bob@example.com"));
         assert_eq!(Aor::parse("tel:+1555"), Err(AorError::NotSip));
         assert_eq!(Aor::parse("sip:bad user@x"), Err(AorError::Malformed));
@@ -216,11 +233,19 @@ mod tests {
         let t = Aor::from_target_param("sip:as.example.com;target=sip:bob%40example.com;cause=486")
             .expect("target present");
         assert_eq!(t.to_string(), "sip:bob@example.com");
-        assert_eq!(Aor::from_target_param("sip:voicemail@as.example.com;cause=486"), None);
+        assert_eq!(
+            Aor::from_target_param("sip:voicemail@as.example.com;cause=486"),
+            None
+        );
     }
 
     #[test]
     fn new_escapes_what_it_must() {
-        assert_eq!(Aor::new(Some("a b"), "Example.com").expect("ok").to_string(), "sip:a%20b@example.com");
+        assert_eq!(
+            Aor::new(Some("a b"), "Example.com")
+                .expect("ok")
+                .to_string(),
+            "sip:a%20b@example.com"
+        );
     }
 }

@@ -15,7 +15,6 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Request, Response, SipMessage};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::SipAddr;
 use std::net::SocketAddr;
 
 /// A PUBLISH to send (RFC 3903 §4.1).
@@ -52,6 +51,7 @@ impl SipEndpoint {
             .local_for(dest.transport)
             .or_else(|| self.shared.local.first().copied())
             .ok_or_else(|| ClientError::NoRoute("no local address".to_string()))?;
+        let call_id = format!("{}@mwi-store", new_tag());
         let mut text = format!(
             "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/{t} {via};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{aor}>\r\n\
@@ -66,7 +66,6 @@ impl SipEndpoint {
             branch = new_branch(),
             from = req.from,
             tag = new_tag(),
-            call_id = format!("{}@mwi-store", new_tag()),
             event = req.event,
             expires = req.expires,
             ua = self.shared.config.user_agent,
@@ -89,15 +88,23 @@ impl SipEndpoint {
         bytes.extend_from_slice(&body);
         let request = match SipMessage::try_from(bytes.as_slice()) {
             Ok(SipMessage::Request(r)) => r,
-            _ => return Err(ClientError::InvalidRequest("PUBLISH did not parse".to_string())),
+            _ => {
+                return Err(ClientError::InvalidRequest(
+                    "PUBLISH did not parse".to_string(),
+                ))
+            }
         };
         let resp = self.run_client(request, dest).await?;
         let header = |name: &str| header_value(&resp.headers, name);
         Ok(PublishResponse {
             status: resp.status_code.code(),
             sip_etag: header("SIP-ETag").and_then(|v| SipEtag::parse(&v).ok()),
-            min_expires: header("Min-Expires").and_then(|v| MinExpires::parse(&v).ok()).map(|m| m.0),
-            expires: header("Expires").and_then(|v| Expires::parse(&v).ok()).map(|e| e.0),
+            min_expires: header("Min-Expires")
+                .and_then(|v| MinExpires::parse(&v).ok())
+                .map(|m| m.0),
+            expires: header("Expires")
+                .and_then(|v| Expires::parse(&v).ok())
+                .map(|e| e.0),
         })
     }
 
@@ -122,7 +129,7 @@ impl SipEndpoint {
         let inner = self.shared.endpoint.inner.clone();
         let key = TransactionKey::from_request(&request, TransactionRole::Client)?;
         let mut tx = Transaction::new_client(key, request, inner, None);
-        tx.destination = Some(SipAddr::from(dest.sip_addr()));
+        tx.destination = Some(dest.sip_addr());
         tx.send().await?;
         let mut challenged = false;
         loop {

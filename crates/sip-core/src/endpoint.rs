@@ -13,8 +13,8 @@ use rsipstack::dialog::dialog::Dialog;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
-use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::endpoint::EndpointOption;
+use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::EndpointBuilder;
 use rsipstack::transport::transport_layer::{DomainResolver, TransportLayer};
 use rsipstack::transport::udp::UdpConnection;
@@ -202,7 +202,10 @@ impl Shared {
     }
 
     pub(crate) fn local_for(&self, transport: Transport) -> Option<ListenAddr> {
-        self.local.iter().find(|l| l.transport == transport).copied()
+        self.local
+            .iter()
+            .find(|l| l.transport == transport)
+            .copied()
     }
 }
 
@@ -251,7 +254,9 @@ impl SipEndpoint {
         let cancel = CancellationToken::new();
         let stats = Arc::new(FrontStats::default());
         let server = config.user_agent.clone();
-        let udp_front = Arc::new(ValidationFront::new(config.limits, server.clone()).with_max_message(RSIPSTACK_UDP_BUF));
+        let udp_front = Arc::new(
+            ValidationFront::new(config.limits, server.clone()).with_max_message(RSIPSTACK_UDP_BUF),
+        );
         let tcp_front = Arc::new(ValidationFront::new(config.limits, server));
         let resolver = ProxyResolver {
             proxy: config.outbound_proxy.map(|p| p.sip_addr()),
@@ -261,10 +266,14 @@ impl SipEndpoint {
         let mut local = Vec::new();
         for l in &config.listen {
             if l.transport == Transport::Udp {
-                let socket =
-                    start_udp_front(l.addr, udp_front.clone(), stats.clone(), cancel.child_token())
-                        .await
-                        .map_err(|e| StartError::Bind(*l, e))?;
+                let socket = start_udp_front(
+                    l.addr,
+                    udp_front.clone(),
+                    stats.clone(),
+                    cancel.child_token(),
+                )
+                .await
+                .map_err(|e| StartError::Bind(*l, e))?;
                 let conn = UdpConnection::from_socket(socket, None, Some(cancel.child_token()))
                     .await
                     .map_err(|e| StartError::Bind(*l, std::io::Error::other(e.to_string())))?;
@@ -308,7 +317,11 @@ impl SipEndpoint {
         }
         let incoming = endpoint.incoming_transactions().map_err(|e| {
             StartError::Bind(
-                config.listen.first().copied().unwrap_or(ListenAddr::udp(SocketAddr::from(([0, 0, 0, 0], 0)))),
+                config
+                    .listen
+                    .first()
+                    .copied()
+                    .unwrap_or(ListenAddr::udp(SocketAddr::from(([0, 0, 0, 0], 0)))),
                 std::io::Error::other(e.to_string()),
             )
         })?;
@@ -448,7 +461,8 @@ async fn handle_transaction(
                 }
             });
             let events = spawn_invite_events(shared.clone(), dialog.clone(), state_rx);
-            let invite = ServerInvite::new(request, source, dialog, tu_sender, events, shared.clone());
+            let invite =
+                ServerInvite::new(request, source, dialog, tu_sender, events, shared.clone());
             offer(app, IncomingRequest::Invite(invite)).await;
         }
         _ => {

@@ -242,7 +242,11 @@ impl StreamFramer {
         if self.buf.len() < total {
             return None;
         }
-        let body = self.buf.get(head.head_len..total).unwrap_or_default().to_vec();
+        let body = self
+            .buf
+            .get(head.head_len..total)
+            .unwrap_or_default()
+            .to_vec();
         self.buf.drain(..total);
         Some(StreamItem::Message(Frame { head, body }))
     }
@@ -288,7 +292,9 @@ mod tests {
         f.push(b);
         assert!(matches!(f.next_item(), Some(StreamItem::Message(m)) if m.body == b"abc"));
         assert_eq!(f.next_item(), Some(StreamItem::Ping));
-        assert!(matches!(f.next_item(), Some(StreamItem::Refused(r)) if r.reason == "Missing Content-Length"));
+        assert!(
+            matches!(f.next_item(), Some(StreamItem::Refused(r)) if r.reason == "Missing Content-Length")
+        );
         assert!(matches!(f.next_item(), Some(StreamItem::Message(_))));
         assert_eq!(f.next_item(), None);
         assert_eq!(f.buffered(), 0);

@@ -40,7 +40,10 @@ pub fn raw_headers(pairs: &[(String, String)]) -> Result<Vec<Header>, SipError> 
             if n.is_empty() || !n.bytes().all(is_token_byte) || v.contains(['\r', '\n']) {
                 return Err(SipError::InvalidHeader(n.clone()));
             }
-            Ok(rsipstack::sip::headers::make_header(&canonical_name(n), v.clone()))
+            Ok(rsipstack::sip::headers::make_header(
+                &canonical_name(n),
+                v.clone(),
+            ))
         })
         .collect()
 }
@@ -178,7 +181,9 @@ impl SubscriptionState {
             retry_after: None,
         };
         for p in parts {
-            let Some((n, v)) = p.split_once('=') else { continue };
+            let Some((n, v)) = p.split_once('=') else {
+                continue;
+            };
             match n.trim().to_ascii_lowercase().as_str() {
                 "expires" => out.expires = Some(parse_u32(v, "Subscription-State")?),
                 "retry-after" => out.retry_after = Some(parse_u32(v, "Subscription-State")?),
@@ -389,12 +394,21 @@ mod tests {
         let e = Event::parse("Message-Summary;id=7").expect("parses");
         assert_eq!(e.package, "message-summary");
         assert_eq!(e.to_string(), "message-summary;id=7");
-        assert_eq!(AllowEvents::parse("presence, message-summary").expect("parses").0.len(), 2);
+        assert_eq!(
+            AllowEvents::parse("presence, message-summary")
+                .expect("parses")
+                .0
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn etag_expires_and_identities() {
-        assert_eq!(SipEtag::parse(" abc123 ").expect("token").as_str(), "abc123");
+        assert_eq!(
+            SipEtag::parse(" abc123 ").expect("token").as_str(),
+            "abc123"
+        );
         assert!(SipEtag::parse("a b").is_err());
         assert_eq!(SipIfMatch::parse("x1").expect("token").to_string(), "x1");
         assert_eq!(Expires::parse("3600"), Ok(Expires(3600)));
@@ -402,7 +416,10 @@ mod tests {
         let pai = PAssertedIdentity::parse_all([r#""Bob" <sip:bob@example.com>, <tel:+15551234>"#])
             .expect("parses");
         assert_eq!(pai.0.len(), 2);
-        assert_eq!(pai.sip_identity().map(|n| n.uri.as_str()), Some("sip:bob@example.com"));
+        assert_eq!(
+            pai.sip_identity().map(|n| n.uri.as_str()),
+            Some("sip:bob@example.com")
+        );
         let rr = RouteSet::parse_all(["<sip:p1.example.com;lr>", "<sip:p2;lr>,<sip:p3;lr>"])
             .expect("parses");
         assert_eq!(rr.0.len(), 3);

@@ -110,16 +110,24 @@ mod tests {
         assert_eq!(from_proxy.aor.to_string(), "sip:Bob@example.com");
         assert_eq!(from_proxy.display_name.as_deref(), Some("Bob"));
         assert!(from_proxy.trusted);
-        let mapped = asserted_identity(&req, "[::ffff:10.0.0.1]:5060".parse().expect("addr"), &trusted)
-            .expect("identity");
+        let mapped = asserted_identity(
+            &req,
+            "[::ffff:10.0.0.1]:5060".parse().expect("addr"),
+            &trusted,
+        )
+        .expect("identity");
         assert!(mapped.trusted);
         let outsider = asserted_identity(&req, "192.0.2.1:5060".parse().expect("addr"), &trusted)
             .expect("identity");
         assert_eq!(outsider.aor.to_string(), "sip:eve@example.com");
         assert_eq!(outsider.display_name.as_deref(), Some("Eve"));
         assert!(!outsider.trusted);
-        let no_pai = asserted_identity(&request(""), "10.0.0.1:5060".parse().expect("addr"), &trusted)
-            .expect("identity");
+        let no_pai = asserted_identity(
+            &request(""),
+            "10.0.0.1:5060".parse().expect("addr"),
+            &trusted,
+        )
+        .expect("identity");
         assert_eq!(no_pai.aor.to_string(), "sip:eve@example.com");
         assert!(no_pai.trusted);
         assert!(TrustedProxies::parse(["nonsense"]).is_err());

@@ -41,7 +41,7 @@ pub enum HeadError {
 
 impl MessageHead {
     /// Every value of the header named `name` (long form, case-insensitive), in order.
-    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
@@ -50,12 +50,18 @@ impl MessageHead {
 
     /// The first value of the header named `name`.
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.values(name).next()
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// How many header fields named `name` there are.
     pub fn count(&self, name: &str) -> usize {
-        self.values(name).count()
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
     }
 
     /// True when the start line is a Status-Line (a response).
@@ -92,7 +98,9 @@ pub fn parse_head(data: &[u8], limits: &Limits) -> Result<MessageHead, HeadError
         return Err(HeadError::TooLarge);
     }
     let block = data.get(..head_len).ok_or(HeadError::NoBlankLine)?;
-    let mut lines = block.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = block
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let start = lines.next().ok_or(HeadError::EmptyStartLine)?;
     let start_line = std::str::from_utf8(start).map_err(|_| HeadError::NotUtf8)?;
     if start_line.trim().is_empty() {

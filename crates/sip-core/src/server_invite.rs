@@ -109,7 +109,9 @@ pub struct ServerInvite {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("local", &self.local).finish()
+        f.debug_struct("Shared")
+            .field("local", &self.local)
+            .finish()
     }
 }
 
@@ -171,7 +173,9 @@ impl ServerInvite {
     /// Send a provisional response (180, 183, …; 100 was already sent).
     pub fn provisional(&self, status: u16, headers: Vec<(String, String)>) -> Result<(), SipError> {
         if !(101..=199).contains(&status) {
-            return Err(SipError::WrongRequest("provisional status must be 101..=199"));
+            return Err(SipError::WrongRequest(
+                "provisional status must be 101..=199",
+            ));
         }
         let resp = self.response(status, raw_headers(&headers)?, None);
         self.tu_sender

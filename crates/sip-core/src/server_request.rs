@@ -22,7 +22,8 @@ pub struct Body {
 
 /// A received non-INVITE request waiting for its answer.
 pub struct ServerRequest {
-    tx: Option<Transaction>,
+    /// Boxed: a transaction is large and this travels through channels.
+    tx: Option<Box<Transaction>>,
     request: Request,
     source: Source,
     shared: Arc<Shared>,
@@ -49,7 +50,7 @@ impl ServerRequest {
     ) -> Self {
         ServerRequest {
             request: tx.original.clone(),
-            tx: Some(tx),
+            tx: Some(Box::new(tx)),
             source,
             shared,
             subscription,
@@ -99,9 +100,7 @@ impl ServerRequest {
             headers.push(Header::ContentType(b.content_type.into()));
             b.bytes
         });
-        let result = tx
-            .reply_with(StatusCode::from(status), headers, body)
-            .await;
+        let result = tx.reply_with(StatusCode::from(status), headers, body).await;
         drive(tx, &self.shared);
         result.map_err(SipError::from)
     }
@@ -123,7 +122,8 @@ impl ServerRequest {
             .ok_or(SipError::WrongRequest("already answered"))?;
         let headers = raw_headers(&headers)?;
         let contact = self.shared.contact_uri(self.source.transport);
-        let contact = rsipstack::sip::Uri::try_from(contact.as_str()).map_err(|e| SipError::Stack(e.to_string()))?;
+        let contact = rsipstack::sip::Uri::try_from(contact.as_str())
+            .map_err(|e| SipError::Stack(e.to_string()))?;
         let (state_tx, _state_rx) = self.shared.dialogs.new_dialog_state_channel();
         let dialog = match self.shared.dialogs.get_or_create_server_subscription(
             &tx,
@@ -173,7 +173,7 @@ impl Drop for ServerRequest {
 
 /// Keep a server transaction running after its final response so retransmitted requests are
 /// answered and its timers fire, bounded by 64*T1 plus slack.
-fn drive(mut tx: Transaction, shared: &Shared) {
+fn drive(mut tx: Box<Transaction>, shared: &Shared) {
     let limit = shared.config.timers.t1 * 64 + std::time::Duration::from_secs(1);
     tokio::spawn(async move {
         tokio::time::timeout(limit, async { while tx.receive().await.is_some() {} })

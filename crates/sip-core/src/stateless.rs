@@ -24,7 +24,11 @@ pub fn response(
                 if crate::params::header_param(&h.value, "tag").is_some() {
                     out.push_str(&format!("To: {}\r\n", h.value));
                 } else {
-                    out.push_str(&format!("To: {};tag={}\r\n", h.value, crate::tag::new_tag()));
+                    out.push_str(&format!(
+                        "To: {};tag={}\r\n",
+                        h.value,
+                        crate::tag::new_tag()
+                    ));
                 }
             }
             _ => {}

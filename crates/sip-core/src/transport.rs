@@ -79,7 +79,10 @@ impl rsipstack::platform::net::UdpSocket for FrontUdpSocket {
                         dst.copy_from_slice(&bytes);
                         return Ok((bytes.len(), src));
                     }
-                    None => warn!(len = bytes.len(), "validated datagram exceeds rsipstack buffer"),
+                    None => warn!(
+                        len = bytes.len(),
+                        "validated datagram exceeds rsipstack buffer"
+                    ),
                 },
                 // The front has stopped: rsipstack retries on errors, so never return; its
                 // cancellation token ends the loop.

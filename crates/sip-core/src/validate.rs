@@ -13,8 +13,20 @@ use crate::stateless;
 /// Methods this endpoint implements (RFC 3261 §8.2.1: others are answered 501). Method names
 /// are case-sensitive (§7.1).
 pub const KNOWN_METHODS: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "PRACK", "UPDATE", "REFER",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "MESSAGE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "REFER",
 ];
 
 /// Header fields that may appear only once (RFC 3261 §7.3.1, §20).
@@ -149,7 +161,8 @@ impl ValidationFront {
                 reason,
                 extra,
             }) => {
-                let extra: Vec<(&str, String)> = extra.iter().map(|(n, v)| (*n, v.clone())).collect();
+                let extra: Vec<(&str, String)> =
+                    extra.iter().map(|(n, v)| (*n, v.clone())).collect();
                 self.respond(head, status, reason, &extra)
             }
         }
@@ -210,7 +223,9 @@ fn check_request(head: &MessageHead) -> Result<(), Reject> {
         return Err(reject(400, "Malformed method"));
     }
     if !version.eq_ignore_ascii_case("SIP/2.0") {
-        let sip_prefix = version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
+        let sip_prefix = version
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
         return Err(if sip_prefix && version.len() > 4 {
             reject(505, "Version Not Supported")
         } else {
@@ -271,7 +286,10 @@ fn check_request(head: &MessageHead) -> Result<(), Reject> {
         }
     }
     let scheme = uri.split(':').next().unwrap_or("");
-    if !["sip", "sips", "tel"].iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+    if !["sip", "sips", "tel"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+    {
         return Err(reject(416, "Unsupported URI Scheme"));
     }
     if *method != "ACK" && *method != "CANCEL" {
@@ -320,7 +338,10 @@ fn check_request_uri(uri: &str) -> Result<(), Reject> {
     let Some((scheme, rest)) = uri.split_once(':') else {
         return Err(reject(400, "Malformed Request-URI"));
     };
-    let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
         && scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
@@ -360,7 +381,11 @@ fn parse_bounded(value: &str, max: u64) -> Option<u64> {
     if trimmed.len() > 19 {
         return None;
     }
-    let n: u64 = if trimmed.is_empty() { 0 } else { trimmed.parse().ok()? };
+    let n: u64 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
     (n <= max).then_some(n)
 }
 
@@ -384,10 +409,14 @@ fn check_via(value: &str) -> Result<(), Reject> {
             return Err(reject(400, "Malformed Via"));
         }
         let params = split_top_level(sent_by, ';');
-        if params.first().is_none_or(|h| h.is_empty()) {
+        if params.first().map_or(true, |h| h.is_empty()) {
             return Err(reject(400, "Malformed Via"));
         }
-        if params.iter().skip(1).any(|p| p.is_empty() || p.starts_with('=')) {
+        if params
+            .iter()
+            .skip(1)
+            .any(|p| p.is_empty() || p.starts_with('='))
+        {
             return Err(reject(400, "Empty Via parameter"));
         }
     }
@@ -447,7 +476,11 @@ fn check_name_addr(value: &str, single: bool) -> Result<(), Reject> {
             item.as_str()
         };
         let params = split_top_level(after, ';');
-        if params.iter().skip(1).any(|p| p.is_empty() || p.starts_with('=')) {
+        if params
+            .iter()
+            .skip(1)
+            .any(|p| p.is_empty() || p.starts_with('='))
+        {
             return Err(reject(400, "Empty header parameter"));
         }
     }
@@ -504,7 +537,7 @@ fn squeeze(value: &str, slash: bool) -> String {
             continue;
         }
         if pending_space {
-            let prev_sep = out.chars().last().is_none_or(sep);
+            let prev_sep = out.chars().last().map_or(true, sep);
             if !prev_sep && !sep(c) {
                 out.push(' ');
             }
@@ -604,7 +637,10 @@ mod tests {
 
     #[test]
     fn good_request_is_delivered_normalised() {
-        let v = front().check_datagram(&req("OPTIONS sip:b@h SIP/2.0", "v: SIP/2.0/TCP x;branch=z9hG4bK2 , SIP/2.0/UDP y\r\n"));
+        let v = front().check_datagram(&req(
+            "OPTIONS sip:b@h SIP/2.0",
+            "v: SIP/2.0/TCP x;branch=z9hG4bK2 , SIP/2.0/UDP y\r\n",
+        ));
         let Verdict::Deliver { bytes, summary } = v else {
             panic!("expected delivery, got {v:?}");
         };
@@ -618,22 +654,54 @@ mod tests {
     fn bad_requests_get_the_right_status_and_reason() {
         let f = front();
         let cases: Vec<(Vec<u8>, u16, &str)> = vec![
-            (req("OPTIONS sip:b@h SIP/3.0", ""), 505, "Version Not Supported"),
+            (
+                req("OPTIONS sip:b@h SIP/3.0", ""),
+                505,
+                "Version Not Supported",
+            ),
             (req("FOO sip:b@h SIP/2.0", ""), 501, "Not Implemented"),
-            (req("INVITE sip:b@h SIP/2.0", ""), 400, "CSeq method does not match Request-Line"),
-            (req("OPTIONS  sip:b@h SIP/2.0", ""), 400, "Malformed Request-Line"),
-            (req("OPTIONS <sip:b@h> SIP/2.0", ""), 400, "Malformed Request-URI"),
-            (req("OPTIONS sip:b@h SIP/2.0", "Call-ID: d\r\n"), 400, "Duplicate Call-ID header"),
-            (req("OPTIONS sip:b@h SIP/2.0", "Require: foo\r\n"), 420, "Bad Extension"),
+            (
+                req("INVITE sip:b@h SIP/2.0", ""),
+                400,
+                "CSeq method does not match Request-Line",
+            ),
+            (
+                req("OPTIONS  sip:b@h SIP/2.0", ""),
+                400,
+                "Malformed Request-Line",
+            ),
+            (
+                req("OPTIONS <sip:b@h> SIP/2.0", ""),
+                400,
+                "Malformed Request-URI",
+            ),
+            (
+                req("OPTIONS sip:b@h SIP/2.0", "Call-ID: d\r\n"),
+                400,
+                "Duplicate Call-ID header",
+            ),
+            (
+                req("OPTIONS sip:b@h SIP/2.0", "Require: foo\r\n"),
+                420,
+                "Bad Extension",
+            ),
         ];
         for (raw, status, reason) in cases {
             let v = f.check_datagram(&raw);
-            assert_eq!(status_of(&v), Some((status, reason)), "{}", String::from_utf8_lossy(&raw));
+            assert_eq!(
+                status_of(&v),
+                Some((status, reason)),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
         }
         let zero_mf = String::from_utf8(req("OPTIONS sip:b@h SIP/2.0", ""))
             .expect("utf8")
             .replace("Max-Forwards: 70", "Max-Forwards: 0");
-        assert_eq!(status_of(&f.check_datagram(zero_mf.as_bytes())), Some((483, "Too Many Hops")));
+        assert_eq!(
+            status_of(&f.check_datagram(zero_mf.as_bytes())),
+            Some((483, "Too Many Hops"))
+        );
     }
 
     #[test]
@@ -655,6 +723,9 @@ mod tests {
             squeeze(r#""J R \"" <sip:a@b>  ;  tag = 9"#, false),
             r#""J R \"" <sip:a@b>;tag=9"#
         );
-        assert_eq!(squeeze("SIP  / 2.0  / TCP   h ; branch =  x", true), "SIP/2.0/TCP h;branch=x");
+        assert_eq!(
+            squeeze("SIP  / 2.0  / TCP   h ; branch =  x", true),
+            "SIP/2.0/TCP h;branch=x"
+        );
     }
 }

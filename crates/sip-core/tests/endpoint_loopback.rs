@@ -61,10 +61,27 @@ async fn options_and_malformed_over_udp() {
     assert!(ok.contains("Allow: "), "{ok}");
     let bad = options("u2", "").replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
     let r = udp_exchange(&sock, to, bad.as_bytes()).await;
-    assert!(r.starts_with("SIP/2.0 400 CSeq method does not match Request-Line\r\n"), "{r}");
-    let r = udp_exchange(&sock, to, options("u3", "").replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia").as_bytes()).await;
+    assert!(
+        r.starts_with("SIP/2.0 400 CSeq method does not match Request-Line\r\n"),
+        "{r}"
+    );
+    let r = udp_exchange(
+        &sock,
+        to,
+        options("u3", "")
+            .replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")
+            .as_bytes(),
+    )
+    .await;
     assert!(r.starts_with("SIP/2.0 505"), "{r}");
-    let r = udp_exchange(&sock, to, options("u4", "").replace("OPTIONS sip", "FOO sip").as_bytes()).await;
+    let r = udp_exchange(
+        &sock,
+        to,
+        options("u4", "")
+            .replace("OPTIONS sip", "FOO sip")
+            .as_bytes(),
+    )
+    .await;
     assert!(r.starts_with("SIP/2.0 501"), "{r}");
     let (delivered, rejected, _) = ep.front_stats();
     assert_eq!((delivered, rejected), (1, 3));
@@ -93,7 +110,9 @@ async fn tcp_connection_survives_a_bad_message() {
     let (ep, _rx) = SipEndpoint::start(config()).await.unwrap();
     let to = addr_of(&ep, Transport::Tcp);
     let mut s = TcpStream::connect(to).await.unwrap();
-    let bad = options("t1", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP").replace("OPTIONS sip", "NEWMETHOD sip");
+    let bad = options("t1", "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("OPTIONS sip", "NEWMETHOD sip");
     s.write_all(bad.as_bytes()).await.unwrap();
     let r = tcp_read_response(&mut s).await;
     assert!(r.starts_with("SIP/2.0 501"), "{r}");
@@ -144,7 +163,14 @@ fn invite(peer: SocketAddr, call: &str, to_tag: Option<&str>, cseq: u32, branch:
     )
 }
 
-fn in_dialog(method: &str, peer: SocketAddr, call: &str, to_tag: &str, cseq: u32, branch: &str) -> String {
+fn in_dialog(
+    method: &str,
+    peer: SocketAddr,
+    call: &str,
+    to_tag: &str,
+    cseq: u32,
+    branch: &str,
+) -> String {
     format!(
         "{method} sip:mwi-store@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bK{branch}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al1\r\nTo: <sip:bob@127.0.0.1>;tag={to_tag}\r\n\
@@ -154,7 +180,13 @@ fn in_dialog(method: &str, peer: SocketAddr, call: &str, to_tag: &str, cseq: u32
 
 fn to_tag_of(msg: &str) -> String {
     let to = header(msg, "To").expect("To header");
-    to.split(";tag=").nth(1).expect("To-tag").split(';').next().unwrap().to_string()
+    to.split(";tag=")
+        .nth(1)
+        .expect("To-tag")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
@@ -163,33 +195,70 @@ async fn invite_accept_retransmits_until_ack_then_reinvite_and_bye() {
     let to = addr_of(&ep, Transport::Udp);
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer = sock.local_addr().unwrap();
-    sock.send_to(invite(peer, "inv1@test", None, 1, "i1").as_bytes(), to).await.unwrap();
+    sock.send_to(invite(peer, "inv1@test", None, 1, "i1").as_bytes(), to)
+        .await
+        .unwrap();
     let trying = recv_udp(&sock).await;
     assert!(trying.starts_with("SIP/2.0 100"), "{trying}");
-    let Some(IncomingRequest::Invite(inv)) = timeout(Duration::from_secs(2), rx.recv()).await.unwrap() else {
+    let Some(IncomingRequest::Invite(inv)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
         panic!("expected an INVITE");
     };
     assert_eq!(inv.source().addr, peer);
     assert_eq!(inv.body(), SDP.as_bytes());
     let mut session = inv.accept(b"v=0\r\nanswer\r\n".to_vec()).unwrap();
     let ok = recv_until(&sock, "SIP/2.0 200").await;
-    assert!(header(&ok, "Contact").is_some_and(|c| c.contains("sip:mwi-store@127.0.0.1:")), "{ok}");
+    assert!(
+        header(&ok, "Contact").is_some_and(|c| c.contains("sip:mwi-store@127.0.0.1:")),
+        "{ok}"
+    );
     assert_eq!(header(&ok, "Content-Type"), Some("application/sdp"));
     assert!(ok.ends_with("v=0\r\nanswer\r\n"), "{ok}");
     let tag = to_tag_of(&ok);
     // RFC 3261 §13.3.1.4: the 2xx is retransmitted (T1 = 50 ms here) until the ACK arrives.
     let again = recv_until(&sock, "SIP/2.0 200").await;
     assert_eq!(to_tag_of(&again), tag);
-    sock.send_to(in_dialog("ACK", peer, "inv1@test", &tag, 1, "a1").as_bytes(), to).await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(2), session.next_event()).await.unwrap(), Some(DialogEvent::Ack));
+    sock.send_to(
+        in_dialog("ACK", peer, "inv1@test", &tag, 1, "a1").as_bytes(),
+        to,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap(),
+        Some(DialogEvent::Ack)
+    );
     // re-INVITE keeps the session: 200 with the same SDP.
-    sock.send_to(invite(peer, "inv1@test", Some(&tag), 2, "r2").as_bytes(), to).await.unwrap();
+    sock.send_to(
+        invite(peer, "inv1@test", Some(&tag), 2, "r2").as_bytes(),
+        to,
+    )
+    .await
+    .unwrap();
     let re = recv_until(&sock, "SIP/2.0 200").await;
     assert!(re.ends_with("v=0\r\nanswer\r\n"), "{re}");
     assert_eq!(header(&re, "CSeq"), Some("2 INVITE"));
-    sock.send_to(in_dialog("ACK", peer, "inv1@test", &tag, 2, "a2").as_bytes(), to).await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(2), session.next_event()).await.unwrap(), Some(DialogEvent::ReInvite));
-    sock.send_to(in_dialog("BYE", peer, "inv1@test", &tag, 3, "b3").as_bytes(), to).await.unwrap();
+    sock.send_to(
+        in_dialog("ACK", peer, "inv1@test", &tag, 2, "a2").as_bytes(),
+        to,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap(),
+        Some(DialogEvent::ReInvite)
+    );
+    sock.send_to(
+        in_dialog("BYE", peer, "inv1@test", &tag, 3, "b3").as_bytes(),
+        to,
+    )
+    .await
+    .unwrap();
     let bye_ok = recv_until(&sock, "SIP/2.0 200").await;
     assert_eq!(header(&bye_ok, "CSeq"), Some("3 BYE"));
     let mut saw_bye = false;
@@ -209,8 +278,12 @@ async fn cancel_before_answer_gets_487() {
     let to = addr_of(&ep, Transport::Udp);
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer = sock.local_addr().unwrap();
-    sock.send_to(invite(peer, "c1@test", None, 1, "c1").as_bytes(), to).await.unwrap();
-    let Some(IncomingRequest::Invite(mut inv)) = timeout(Duration::from_secs(2), rx.recv()).await.unwrap() else {
+    sock.send_to(invite(peer, "c1@test", None, 1, "c1").as_bytes(), to)
+        .await
+        .unwrap();
+    let Some(IncomingRequest::Invite(mut inv)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
         panic!("expected an INVITE");
     };
     let cancel = format!(
@@ -221,7 +294,9 @@ async fn cancel_before_answer_gets_487() {
     sock.send_to(cancel.as_bytes(), to).await.unwrap();
     let terminated = recv_until(&sock, "SIP/2.0 487").await;
     assert_eq!(header(&terminated, "CSeq"), Some("1 INVITE"));
-    timeout(Duration::from_secs(2), inv.cancelled()).await.expect("cancel seen");
+    timeout(Duration::from_secs(2), inv.cancelled())
+        .await
+        .expect("cancel seen");
     assert!(inv.is_cancelled());
     assert!(matches!(inv.accept(Vec::new()), Err(SipError::Cancelled)));
     ep.shutdown();
@@ -254,7 +329,10 @@ async fn answer(proxy: &UdpSocket, to: SocketAddr, req: &str, status: &str, extr
     for name in ["Via", "From", "Call-ID", "CSeq"] {
         out.push_str(&format!("{name}: {}\r\n", header(req, name).unwrap()));
     }
-    out.push_str(&format!("To: {};tag=px\r\n{extra}Content-Length: 0\r\n\r\n", header(req, "To").unwrap()));
+    out.push_str(&format!(
+        "To: {};tag=px\r\n{extra}Content-Length: 0\r\n\r\n",
+        header(req, "To").unwrap()
+    ));
     proxy.send_to(out.as_bytes(), to).await.unwrap();
 }
 
@@ -268,15 +346,29 @@ async fn publish_retransmits_and_reads_sip_etag() {
         async move { ep.publish(&publish_request()).await }
     });
     let first = recv_udp(&proxy).await;
-    assert!(first.starts_with("PUBLISH sip:bob@example.com SIP/2.0\r\n"), "{first}");
+    assert!(
+        first.starts_with("PUBLISH sip:bob@example.com SIP/2.0\r\n"),
+        "{first}"
+    );
     assert_eq!(header(&first, "Event"), Some("message-summary"));
     assert_eq!(header(&first, "Expires"), Some("3600"));
     assert!(first.ends_with("Messages-Waiting: yes\r\n"));
     // Timer E: the same request again after T1 (50 ms), unanswered.
     let second = recv_udp(&proxy).await;
     assert_eq!(first, second);
-    answer(&proxy, to, &second, "200 OK", "SIP-ETag: etag-1\r\nExpires: 1800\r\n").await;
-    let resp = timeout(Duration::from_secs(2), client).await.unwrap().unwrap().unwrap();
+    answer(
+        &proxy,
+        to,
+        &second,
+        "200 OK",
+        "SIP-ETag: etag-1\r\nExpires: 1800\r\n",
+    )
+    .await;
+    let resp = timeout(Duration::from_secs(2), client)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.sip_etag, Some(SipEtag::parse("etag-1").unwrap()));
     assert_eq!(resp.expires, Some(1800));
@@ -290,8 +382,19 @@ async fn publish_retransmits_and_reads_sip_etag() {
     });
     let r = recv_udp(&proxy).await;
     assert_eq!(header(&r, "SIP-If-Match"), Some("etag-1"));
-    answer(&proxy, to, &r, "423 Interval Too Brief", "Min-Expires: 7200\r\n").await;
-    let resp = timeout(Duration::from_secs(2), client).await.unwrap().unwrap().unwrap();
+    answer(
+        &proxy,
+        to,
+        &r,
+        "423 Interval Too Brief",
+        "Min-Expires: 7200\r\n",
+    )
+    .await;
+    let resp = timeout(Duration::from_secs(2), client)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((resp.status, resp.min_expires), (423, Some(7200)));
     ep.shutdown();
 }
@@ -301,10 +404,16 @@ async fn publish_times_out_at_timer_f() {
     let (proxy, cfg) = fake_proxy().await;
     let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
     let started = std::time::Instant::now();
-    let result = timeout(Duration::from_secs(10), ep.publish(&publish_request())).await.unwrap();
+    let result = timeout(Duration::from_secs(10), ep.publish(&publish_request()))
+        .await
+        .unwrap();
     assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
     // 64*T1 = 3.2 s with T1 = 50 ms.
-    assert!(started.elapsed() >= Duration::from_millis(3000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(3000),
+        "{:?}",
+        started.elapsed()
+    );
     let mut copies = 0;
     let mut buf = vec![0u8; 65535];
     while let Ok(Ok(_)) = timeout(Duration::from_millis(10), proxy.recv_from(&mut buf)).await {

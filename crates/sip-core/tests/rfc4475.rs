@@ -12,7 +12,8 @@ use sip_core::{Limits, ValidationFront, Verdict};
 use std::path::PathBuf;
 
 fn data(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/rfc4475/{name}.dat"));
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/rfc4475/{name}.dat"));
     std::fs::read(&p).unwrap()
 }
 
@@ -162,31 +163,64 @@ fn valid_messages_are_read_right_and_handled() {
         // mcl01 is refused by framing (conflicting Content-Length) but its head is still read.
         let head = match sip_core::framing::frame_datagram(&raw, &Limits::default()) {
             Ok(frame) => frame.head,
-            Err(r) => r.head.unwrap_or_else(|| panic!("{}: head unreadable", case.name)),
+            Err(r) => r
+                .head
+                .unwrap_or_else(|| panic!("{}: head unreadable", case.name)),
         };
         let s = sip_core::validate::summarise(&head);
         assert_eq!(s.call_id.as_deref(), case.call_id, "{} Call-ID", case.name);
         assert_eq!(s.from_tag, case.from_tag, "{} From tag", case.name);
-        assert_eq!(s.cseq.as_ref().map(|(n, m)| (*n, m.as_str())), case.cseq, "{} CSeq", case.name);
+        assert_eq!(
+            s.cseq.as_ref().map(|(n, m)| (*n, m.as_str())),
+            case.cseq,
+            "{} CSeq",
+            case.name
+        );
         assert_eq!(s.top_via_branch, case.branch, "{} Via branch", case.name);
         let verdict = front.check_datagram(&raw);
-        assert_eq!(outcome(&verdict), case.outcome, "{}: {verdict:?}", case.name);
+        assert_eq!(
+            outcome(&verdict),
+            case.outcome,
+            "{}: {verdict:?}",
+            case.name
+        );
         if let Verdict::Deliver { bytes, .. } = &verdict {
             // What rsipstack gets must parse to the same identifiers.
             let msg = SipMessage::try_from(bytes.as_slice()).unwrap();
-            assert_eq!(Some(msg.call_id_header().unwrap().value()), case.call_id, "{} rsipstack Call-ID", case.name);
-            let from_tag = msg.from_header().unwrap().tag().unwrap().map(|t| t.value().to_string());
+            assert_eq!(
+                Some(msg.call_id_header().unwrap().value()),
+                case.call_id,
+                "{} rsipstack Call-ID",
+                case.name
+            );
+            let from_tag = msg
+                .from_header()
+                .unwrap()
+                .tag()
+                .unwrap()
+                .map(|t| t.value().to_string());
             assert_eq!(from_tag, case.from_tag, "{} rsipstack From tag", case.name);
             let cseq = msg.cseq_header().unwrap();
-            assert_eq!(Some(cseq.seq().unwrap()), case.cseq.map(|c| c.0), "{} rsipstack CSeq", case.name);
+            assert_eq!(
+                Some(cseq.seq().unwrap()),
+                case.cseq.map(|c| c.0),
+                "{} rsipstack CSeq",
+                case.name
+            );
             let via = msg.via_header().unwrap().typed().unwrap();
             let branch = via.branch().map(|b| b.to_string());
             assert_eq!(branch, case.branch, "{} rsipstack branch", case.name);
             if case.name == "dblreq" {
-                assert!(bytes.ends_with(b"Content-Length: 0\r\n\r\n"), "dblreq body must be empty");
+                assert!(
+                    bytes.ends_with(b"Content-Length: 0\r\n\r\n"),
+                    "dblreq body must be empty"
+                );
             }
             if case.name == "mpart01" {
-                assert!(bytes.ends_with(&raw[raw.len() - 553..]), "mpart01 body kept byte-exact");
+                assert!(
+                    bytes.ends_with(&raw[raw.len() - 553..]),
+                    "mpart01 body kept byte-exact"
+                );
             }
         }
         handled += 1;
@@ -206,10 +240,16 @@ fn invalid_messages_are_rejected_over_udp_and_tcp() {
         assert_eq!(outcome(&verdict), *expected, "{name}: {verdict:?}");
         if let Verdict::Respond { bytes, reason, .. } = &verdict {
             let text = String::from_utf8_lossy(bytes);
-            assert!(text.starts_with(&format!("SIP/2.0 {} {reason}\r\n", match expected {
-                Respond(s) => *s,
-                _ => 0,
-            })), "{name}: {text}");
+            assert!(
+                text.starts_with(&format!(
+                    "SIP/2.0 {} {reason}\r\n",
+                    match expected {
+                        Respond(s) => *s,
+                        _ => 0,
+                    }
+                )),
+                "{name}: {text}"
+            );
             assert!(!reason.is_empty());
         }
         // Over a stream: never delivered (clerr waits for more bytes, ncl closes).
@@ -218,7 +258,10 @@ fn invalid_messages_are_rejected_over_udp_and_tcp() {
         while let Some(item) = framer.next_item() {
             if let StreamItem::Message(_) = &item {
                 let v = front.check_stream_item(&item).unwrap();
-                assert!(!matches!(v, Verdict::Deliver { .. }), "{name} delivered over TCP");
+                assert!(
+                    !matches!(v, Verdict::Deliver { .. }),
+                    "{name} delivered over TCP"
+                );
             }
         }
         rejected += 1;
