@@ -76,7 +76,7 @@ impl Store {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mailbox = mailbox.to_owned();
         self.writer
-            .call(move |cx| claims::claim(cx, &mailbox, fetch_id, limit))
+            .call_volatile(move |cx| claims::claim(cx, &mailbox, fetch_id, limit))
             .await
     }
 
@@ -93,7 +93,7 @@ impl Store {
     /// many.
     pub async fn release(&self, fetch_id: u64) -> Result<usize, StoreError> {
         self.writer
-            .call(move |cx| claims::release(cx, fetch_id))
+            .call_volatile(move |cx| claims::release(cx, fetch_id))
             .await
     }
 

@@ -15,6 +15,7 @@
 //! the largest CPU cost of a deposit. If SQLite instead abandons the whole transaction (it may
 //! on I/O errors or a full disk), the batch stops and every job in it gets the error.
 
+use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::config::{Limits, StoreConfig};
+use crate::config::{Limits, StoreConfig, Synchronous};
 use crate::error::StoreError;
 use crate::stats::WriterCounters;
 
@@ -42,6 +43,8 @@ trait Job: Send {
     fn run(self: Box<Self>, cx: &JobContext<'_>) -> Box<dyn Answer>;
     /// Answers without running (the batch could not even begin).
     fn abort(self: Box<Self>, error: StoreError);
+    /// Whether the caller relies on the result surviving power loss.
+    fn durable(&self) -> bool;
 }
 
 /// A job's result waiting for the commit of its batch.
@@ -52,6 +55,7 @@ trait Answer: Send {
 
 struct Call<F, T> {
     work: F,
+    durable: bool,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -76,6 +80,10 @@ where
     fn abort(self: Box<Self>, error: StoreError) {
         // The caller may have gone away; nothing to do then.
         let _ = self.reply.send(Err(error));
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 }
 
@@ -108,6 +116,8 @@ impl Writer {
             limits: config.limits.clone(),
             max_jobs: config.group_commit_max_rows.max(1),
             max_wait: config.group_commit_max_wait,
+            synchronous: config.synchronous,
+            level: Cell::new(config.synchronous),
             counters: Arc::clone(&counters),
         };
         std::thread::Builder::new()
@@ -117,15 +127,38 @@ impl Writer {
         Ok(Writer { jobs, counters })
     }
 
-    /// Queues `work` and resolves after the transaction containing it has committed.
+    /// Queues `work` and resolves after the transaction containing it is durable.
     pub(crate) async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.queue(work, true).await
+    }
+
+    /// Queues `work` whose result need not survive power loss (fetch claims, which are cleared
+    /// on open anyway). A batch made only of such jobs commits without the fsync; a later
+    /// durable commit's fsync covers its WAL frames too, as they precede it in the file.
+    pub(crate) async fn call_volatile<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.queue(work, false).await
+    }
+
+    async fn queue<T, F>(&self, work: F, durable: bool) -> Result<T, StoreError>
     where
         F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Box::new(Call { work, reply }))
+            .send(Box::new(Call {
+                work,
+                durable,
+                reply,
+            }))
             .map_err(|_| StoreError::WorkerGone)?;
         answer.await.map_err(|_| StoreError::WorkerGone)?
     }
@@ -141,10 +174,21 @@ struct Batcher {
     limits: Limits,
     max_jobs: usize,
     max_wait: Duration,
+    /// Configured durability.
+    synchronous: Synchronous,
+    /// `PRAGMA synchronous` in force on `conn` (lowered for claim-only batches).
+    level: Cell<Synchronous>,
     counters: Arc<WriterCounters>,
 }
 
 impl Batcher {
+    /// Sets `PRAGMA synchronous` for the next transaction (it cannot change inside one).
+    fn set_synchronous(&self, level: Synchronous) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", level.pragma_value())?;
+        Ok(())
+    }
+
     fn run(self) {
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_jobs);
         while let Ok(first) = self.queue.recv() {
@@ -175,8 +219,35 @@ impl Batcher {
         }
     }
 
-    /// Runs the batch in one transaction and answers every job.
+    /// Commits the batch, at the durability its jobs need: a batch of volatile jobs only
+    /// (claims) commits without the fsync. Durable jobs never run at a lower level than
+    /// configured: if the level cannot be restored, they fail instead.
     fn commit(&self, batch: &mut Vec<Box<dyn Job>>) {
+        let volatile = !batch.iter().any(|job| job.durable());
+        let wanted = if volatile {
+            Synchronous::Off
+        } else {
+            self.synchronous
+        };
+        if self.level.get() != wanted {
+            match self.set_synchronous(wanted) {
+                Ok(()) => self.level.set(wanted),
+                Err(error) if !volatile => {
+                    tracing::error!(%error, "store: cannot set synchronous; failing the batch");
+                    for job in batch.drain(..) {
+                        job.abort(error.clone());
+                    }
+                    return;
+                }
+                // A volatile batch may as well commit at the stronger level.
+                Err(_) => {}
+            }
+        }
+        self.run_batch(batch);
+    }
+
+    /// Runs the batch in one transaction and answers every job.
+    fn run_batch(&self, batch: &mut Vec<Box<dyn Job>>) {
         let started = Instant::now();
         if let Err(e) = self
             .conn
@@ -237,5 +308,85 @@ impl Batcher {
         for answer in answers {
             answer.send(commit.as_ref().map(|_| ()));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::schema;
+
+    fn batcher(dir: &std::path::Path) -> (Batcher, Sender<Box<dyn Job>>) {
+        let config = StoreConfig::new(dir.join("w.db"));
+        let (jobs, queue) = mpsc::channel();
+        let batcher = Batcher {
+            conn: schema::open_writer(&config).unwrap(),
+            queue,
+            limits: config.limits.clone(),
+            max_jobs: 8,
+            max_wait: Duration::ZERO,
+            synchronous: Synchronous::Full,
+            level: Cell::new(Synchronous::Full),
+            counters: Arc::new(WriterCounters::new()),
+        };
+        (batcher, jobs)
+    }
+
+    type Probe = (Box<dyn Job>, oneshot::Receiver<Result<i64, StoreError>>);
+
+    /// A job that reports the `PRAGMA synchronous` it ran under.
+    fn probe(durable: bool) -> Probe {
+        let (reply, answer) = oneshot::channel();
+        let work = |cx: &JobContext<'_>| -> Result<i64, StoreError> {
+            Ok(cx
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))?)
+        };
+        (
+            Box::new(Call {
+                work,
+                durable,
+                reply,
+            }),
+            answer,
+        )
+    }
+
+    #[test]
+    fn claim_only_batches_skip_the_fsync_and_durable_ones_never_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batcher, _jobs) = batcher(dir.path());
+        let run = |jobs: Vec<Probe>| {
+            let (mut batch, answers): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+            batcher.commit(&mut batch);
+            answers
+                .into_iter()
+                .map(|mut a| a.try_recv().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // 0 = OFF, 2 = FULL.
+        assert_eq!(run(vec![probe(false), probe(false)]), vec![0, 0]);
+        assert_eq!(run(vec![probe(false), probe(true)]), vec![2, 2]);
+        assert_eq!(run(vec![probe(true)]), vec![2]);
+        assert_eq!(batcher.counters.snapshot().commits, 3);
+    }
+
+    #[test]
+    fn collect_stops_at_max_jobs_and_when_the_queue_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batcher, jobs) = batcher(dir.path());
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            let (job, answer) = probe(true);
+            jobs.send(job).unwrap();
+            answers.push(answer);
+        }
+        let mut batch = Vec::new();
+        batcher.collect(&mut batch);
+        assert_eq!(batch.len(), 8, "capped at max_jobs");
+        batch.clear();
+        batcher.collect(&mut batch);
+        assert_eq!(batch.len(), 2, "took what was queued without waiting");
     }
 }

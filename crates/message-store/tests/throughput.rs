@@ -3,7 +3,8 @@
 //! acknowledgement before the next insert: 100 tasks with one row per commit, 100 tasks with
 //! group commit (batches then hold at most 100), and 1000 tasks (full 512-row batches). By hand,
 //! in release:
-//! `cargo test --release -p message-store --test throughput -- --ignored --nocapture`.
+//! `cargo test --release -p message-store --test throughput -- --ignored --nocapture
+//! --test-threads=1`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -73,4 +74,57 @@ async fn durable_insert_rate() {
         wide > grouped,
         "more callers in flight make bigger, cheaper batches"
     );
+}
+
+/// The store's share of a fetch of 10,000 messages (issue 6 target: whole fetch ≤ 0.5 s):
+/// claims of 32 (the default send window) and one durable `delivered` per message, as each
+/// MSRP 200 would trigger, 32 in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand in release"]
+async fn fetch_of_10000_messages() {
+    const N: u64 = 10_000;
+    const WINDOW: usize = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("bench.db"));
+    config.limits.max_messages_per_mailbox = N;
+    let store = Store::open(config).unwrap();
+    let fill: Vec<_> = (0..N)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert(common::message("sip:bob@example.com", &[b'x'; 100]))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in fill {
+        t.await.unwrap();
+    }
+    let started = Instant::now();
+    let mut delivered = 0u64;
+    loop {
+        let batch = store.claim("sip:bob@example.com", 1, WINDOW).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let acks: Vec<_> = batch
+            .into_iter()
+            .map(|m| {
+                let store = store.clone();
+                tokio::spawn(async move { store.delivered(vec![m.id], false).await.unwrap() })
+            })
+            .collect();
+        for a in acks {
+            delivered += a.await.unwrap() as u64;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "fetch: {delivered} messages claimed and deleted in {secs:.3} s = {:.0}/s",
+        delivered as f64 / secs
+    );
+    assert_eq!(delivered, N);
+    assert_eq!(store.stats().await.unwrap().new, 0);
 }
