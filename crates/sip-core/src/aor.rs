@@ -36,7 +36,14 @@ impl Aor {
     /// Normalise a SIP/SIPS URI given as addr-spec (`sip:bob@Example.COM;transport=tcp`) or
     /// name-addr (`"Bob" <sip:bob@example.com>;tag=1`).
     pub fn parse(text: &str) -> Result<Aor, AorError> {
-        let uri = crate::params::addr_spec(text.trim());
+        let text = text.trim();
+        // A bare addr-spec is taken whole: its user part may contain ';' (RFC 4475 §3.1.1.9)
+        // and whatever follows the host is dropped anyway.
+        let uri = if text.contains('<') {
+            crate::params::addr_spec(text)
+        } else {
+            text
+        };
         let (scheme, rest) = uri.split_once(':').ok_or(AorError::NotSip)?;
         let scheme = if scheme.eq_ignore_ascii_case("sip") {
             Scheme::Sip
@@ -107,6 +114,41 @@ impl Aor {
                     .ok()?;
                 Aor::parse(&decoded).ok()
             })
+    }
+
+    /// The AoR of a URI parsed by rsipstack (e.g. a Request-URI), rebuilt from its parts: the
+    /// user text is taken as received (still escaped) instead of through `Uri`'s Display, which
+    /// would escape `%` a second time (`a%40b` → `a%2540b`).
+    pub fn from_uri(uri: &rsipstack::sip::Uri) -> Result<Aor, AorError> {
+        let scheme = match &uri.scheme {
+            None | Some(rsipstack::sip::Scheme::Sip) => "sip",
+            Some(rsipstack::sip::Scheme::Sips) => "sips",
+            Some(rsipstack::sip::Scheme::Other(_)) => return Err(AorError::NotSip),
+        };
+        let host = match &uri.host_with_port.host {
+            rsipstack::sip::Host::IpAddr(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            other => other.to_string(),
+        };
+        let text = match &uri.auth {
+            Some(auth) => format!("{scheme}:{}@{host}", auth.user),
+            None => format!("{scheme}:{host}"),
+        };
+        Aor::parse(&text)
+    }
+
+    /// RFC 4458 `target` of a URI parsed by rsipstack, read from its raw parameter value.
+    pub fn target_of(uri: &rsipstack::sip::Uri) -> Option<Aor> {
+        uri.params.iter().find_map(|p| match p {
+            rsipstack::sip::Param::Other(name, Some(value))
+                if name.value().eq_ignore_ascii_case("target") =>
+            {
+                let decoded = percent_encoding::percent_decode_str(value.value())
+                    .decode_utf8()
+                    .ok()?;
+                Aor::parse(&decoded).ok()
+            }
+            _ => None,
+        })
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -236,6 +278,31 @@ mod tests {
         assert_eq!(
             Aor::from_target_param("sip:voicemail@as.example.com;cause=486"),
             None
+        );
+    }
+
+    #[test]
+    fn from_rsipstack_uri_without_double_escaping() {
+        let uri =
+            rsipstack::sip::Uri::try_from("sip:a%40b@Example.com;transport=udp").expect("uri");
+        // rsipstack's own Display escapes the '%' again.
+        assert!(uri.to_string().contains("%2540"));
+        assert_eq!(
+            Aor::from_uri(&uri).expect("aor").to_string(),
+            "sip:a%40b@example.com"
+        );
+        let ruri = rsipstack::sip::Uri::try_from(
+            "sip:as.example.com;target=sip:bob%40example.com;cause=486",
+        )
+        .expect("uri");
+        assert_eq!(
+            Aor::target_of(&ruri).map(|a| a.to_string()).as_deref(),
+            Some("sip:bob@example.com")
+        );
+        let v6 = rsipstack::sip::Uri::try_from("sip:bob@[::1]:5060").expect("uri");
+        assert_eq!(
+            Aor::from_uri(&v6).expect("aor").to_string(),
+            "sip:bob@[::1]"
         );
     }
 

@@ -422,3 +422,192 @@ async fn publish_times_out_at_timer_f() {
     assert!(copies >= 5, "Timer E retransmissions: {copies}");
     ep.shutdown();
 }
+
+fn subscribe(peer: SocketAddr) -> String {
+    format!(
+        "SUBSCRIBE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bKs1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=sub1\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: sub1@test\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:bob@{peer}>\r\n\
+         Event: message-summary\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Answer a request received by the raw peer.
+async fn peer_answer(sock: &UdpSocket, to: SocketAddr, req: &str, status: &str) {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        out.push_str(&format!("{name}: {}\r\n", header(req, name).unwrap()));
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    sock.send_to(out.as_bytes(), to).await.unwrap();
+}
+
+#[tokio::test]
+async fn subscribe_accepted_then_notify_200_and_481() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sock.local_addr().unwrap();
+    sock.send_to(subscribe(peer).as_bytes(), to).await.unwrap();
+    let Some(IncomingRequest::NonInvite(req)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
+        panic!("expected SUBSCRIBE");
+    };
+    assert_eq!(req.method(), Method::Subscribe);
+    let sub = req
+        .accept_subscription(vec![("Expires".into(), "3600".into())])
+        .await
+        .unwrap();
+    let ok = recv_until(&sock, "SIP/2.0 200").await;
+    assert_eq!(header(&ok, "Expires"), Some("3600"));
+    assert!(header(&ok, "Contact").is_some(), "{ok}");
+    let our_tag = to_tag_of(&ok);
+    let event = Event::new("message-summary");
+    let n = tokio::spawn({
+        let sub = sub.clone();
+        let event = event.clone();
+        async move {
+            let body = Body {
+                content_type: "application/simple-message-summary".into(),
+                bytes: b"Messages-Waiting: yes\r\n".to_vec(),
+            };
+            sub.notify(&event, &SubscriptionState::active(3600), Some(body))
+                .await
+        }
+    });
+    let notify = recv_until(&sock, "NOTIFY ").await;
+    assert!(
+        notify.starts_with(&format!("NOTIFY sip:bob@{peer}")),
+        "{notify}"
+    );
+    assert_eq!(
+        header(&notify, "Subscription-State"),
+        Some("active;expires=3600")
+    );
+    assert_eq!(header(&notify, "Event"), Some("message-summary"));
+    assert!(header(&notify, "From").unwrap().contains(&our_tag));
+    assert!(notify.ends_with("Messages-Waiting: yes\r\n"));
+    peer_answer(&sock, to, &notify, "200 OK").await;
+    assert_eq!(
+        timeout(Duration::from_secs(2), n)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        200
+    );
+    let n = tokio::spawn({
+        let sub = sub.clone();
+        async move {
+            sub.notify(&event, &SubscriptionState::active(100), None)
+                .await
+        }
+    });
+    let notify = recv_until(&sock, "NOTIFY ").await;
+    peer_answer(&sock, to, &notify, "481 Subscription Does Not Exist").await;
+    let r = timeout(Duration::from_secs(2), n).await.unwrap().unwrap();
+    assert!(matches!(r, Err(ClientError::NoSuchSubscription)), "{r:?}");
+    assert!(!sub.is_active());
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn message_reply_and_unanswered_drop_gets_500() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let msg = |branch: &str| {
+        options(branch, "Content-Type: text/plain\r\n").replace("OPTIONS", "MESSAGE")
+    };
+    sock.send_to(msg("m1").as_bytes(), to).await.unwrap();
+    let Some(IncomingRequest::NonInvite(req)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
+        panic!("expected MESSAGE");
+    };
+    req.reply(202, vec![("X-Reason".into(), "stored".into())], None)
+        .await
+        .unwrap();
+    let r = recv_udp(&sock).await;
+    assert!(r.starts_with("SIP/2.0 202"), "{r}");
+    assert_eq!(header(&r, "X-Reason"), Some("stored"));
+    sock.send_to(msg("m2").as_bytes(), to).await.unwrap();
+    let req = timeout(Duration::from_secs(2), rx.recv()).await.unwrap();
+    drop(req);
+    let r = recv_udp(&sock).await;
+    assert!(r.starts_with("SIP/2.0 500"), "{r}");
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn publish_answers_one_digest_challenge() {
+    let (proxy, mut cfg) = fake_proxy().await;
+    cfg.credentials = Some(Credentials {
+        username: "mwi".into(),
+        password: "secret".into(),
+        realm: None,
+    });
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let client = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.publish(&publish_request()).await }
+    });
+    let first = recv_udp(&proxy).await;
+    answer(&proxy, to, &first, "401 Unauthorized", "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"\r\n").await;
+    let second = recv_until(&proxy, "PUBLISH").await;
+    let auth = header(&second, "Authorization").expect("Authorization");
+    assert!(
+        auth.starts_with("Digest ") && auth.contains("username=\"mwi\""),
+        "{auth}"
+    );
+    assert_eq!(header(&second, "CSeq"), Some("2 PUBLISH"));
+    answer(&proxy, to, &second, "200 OK", "SIP-ETag: e2\r\n").await;
+    let resp = timeout(Duration::from_secs(2), client)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn ipv6_loopback_and_fatal_tcp_framing() {
+    let cfg = SipEndpointConfig {
+        listen: vec![
+            ListenAddr::udp("[::1]:0".parse().unwrap()),
+            ListenAddr::tcp("[::1]:0".parse().unwrap()),
+        ],
+        ..config()
+    };
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let udp = addr_of(&ep, Transport::Udp);
+    assert!(udp.is_ipv6() && udp.port() != 0);
+    let sock = UdpSocket::bind("[::1]:0").await.unwrap();
+    let r = udp_exchange(
+        &sock,
+        udp,
+        options("v6", "")
+            .replace("127.0.0.1:9", "[::1]:9")
+            .as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    // A negative Content-Length loses the framing: 400, then the connection is closed.
+    let mut s = TcpStream::connect(addr_of(&ep, Transport::Tcp))
+        .await
+        .unwrap();
+    let bad = options("n1", "").replace("Content-Length: 0", "Content-Length: -999");
+    s.write_all(bad.as_bytes()).await.unwrap();
+    let r = tcp_read_response(&mut s).await;
+    assert!(r.starts_with("SIP/2.0 400 Invalid Content-Length"), "{r}");
+    let mut rest = Vec::new();
+    let n = timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "connection closed after the 400");
+    ep.shutdown();
+}
