@@ -611,3 +611,112 @@ async fn ipv6_loopback_and_fatal_tcp_framing() {
     assert_eq!(n, 0, "connection closed after the 400");
     ep.shutdown();
 }
+
+async fn tcp_read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let len: usize = header(&head, "Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg = String::from_utf8_lossy(&buf[..end + 4 + len]).into_owned();
+                buf.drain(..end + 4 + len);
+                return msg;
+            }
+        }
+        let n = timeout(Duration::from_secs(3), stream.read(&mut chunk))
+            .await
+            .expect("tcp message in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn invite_over_tcp_and_bye_from_our_side() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let mut s = TcpStream::connect(addr_of(&ep, Transport::Tcp))
+        .await
+        .unwrap();
+    let peer = s.local_addr().unwrap();
+    let inv = invite(peer, "tcp1@test", None, 1, "ti1")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace(
+            &format!("<sip:alice@{peer}>"),
+            &format!("<sip:alice@{peer};transport=tcp>"),
+        );
+    s.write_all(inv.as_bytes()).await.unwrap();
+    let Some(IncomingRequest::Invite(inv)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
+        panic!("expected an INVITE");
+    };
+    assert_eq!(inv.source().transport, Transport::Tcp);
+    let mut session = inv.accept(b"v=0\r\n".to_vec()).unwrap();
+    let mut buf = Vec::new();
+    let ok = loop {
+        let m = tcp_read_message(&mut s, &mut buf).await;
+        if m.starts_with("SIP/2.0 200") {
+            break m;
+        }
+    };
+    assert!(
+        header(&ok, "Contact").is_some_and(|c| c.to_ascii_lowercase().contains("transport=tcp")),
+        "{ok}"
+    );
+    let tag = to_tag_of(&ok);
+    let ack =
+        in_dialog("ACK", peer, "tcp1@test", &tag, 1, "ta1").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    s.write_all(ack.as_bytes()).await.unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap(),
+        Some(DialogEvent::Ack)
+    );
+    let bye = tokio::spawn(async move {
+        let r = session.bye().await;
+        (r, session)
+    });
+    let req = tcp_read_message(&mut s, &mut buf).await;
+    assert!(req.starts_with("BYE sip:alice@"), "{req}");
+    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        resp.push_str(&format!("{name}: {}\r\n", header(&req, name).unwrap()));
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(resp.as_bytes()).await.unwrap();
+    let (r, _session) = timeout(Duration::from_secs(3), bye).await.unwrap().unwrap();
+    r.unwrap();
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn notify_times_out_at_timer_f() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sock.local_addr().unwrap();
+    sock.send_to(subscribe(peer).as_bytes(), to).await.unwrap();
+    let Some(IncomingRequest::NonInvite(req)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
+        panic!("expected SUBSCRIBE");
+    };
+    let sub = req.accept_subscription(Vec::new()).await.unwrap();
+    let r = timeout(
+        Duration::from_secs(10),
+        sub.notify(
+            &Event::new("message-summary"),
+            &SubscriptionState::active(60),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, Err(ClientError::Timeout)), "{r:?}");
+    ep.shutdown();
+}
