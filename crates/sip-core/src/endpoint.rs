@@ -399,6 +399,18 @@ async fn handle_transaction(
                 let request = ServerRequest::new(tx, source, shared.clone(), Some(sub));
                 offer(app, IncomingRequest::NonInvite(request)).await;
             }
+            Dialog::ServerSubscription(_) => {
+                // Only SUBSCRIBE refreshes belong in a subscription we serve (RFC 6665 §4.2).
+                if method != Method::Ack {
+                    tx.reply_with(
+                        StatusCode::MethodNotAllowed,
+                        vec![Header::Allow("SUBSCRIBE".into())],
+                        None,
+                    )
+                    .await
+                    .ok();
+                }
+            }
             mut other => {
                 tokio::spawn(async move {
                     if let Err(e) = other.handle(&mut tx).await {

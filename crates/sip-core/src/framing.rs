@@ -14,6 +14,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Body size announced by Content-Length.
     pub max_body_bytes: usize,
+    /// Simultaneous accepted TCP connections; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -22,6 +24,7 @@ impl Default for Limits {
             max_head_bytes: 16 * 1024,
             max_headers: 128,
             max_body_bytes: 64 * 1024,
+            max_connections: 1024,
         }
     }
 }

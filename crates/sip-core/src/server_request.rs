@@ -96,6 +96,14 @@ impl ServerRequest {
             .take()
             .ok_or(SipError::WrongRequest("already answered"))?;
         let mut headers = raw_headers(&headers)?;
+        if self.request.method == Method::Subscribe
+            && (200..300).contains(&status)
+            && !headers.iter().any(|h| matches!(h, Header::Contact(_)))
+        {
+            // RFC 6665 §4.2.1.1 / RFC 3261 §12.1.1: a 2xx to SUBSCRIBE carries a Contact.
+            let contact = self.shared.contact_uri(self.source.transport);
+            headers.push(Header::Contact(format!("<{contact}>").into()));
+        }
         let body = body.map(|b| {
             headers.push(Header::ContentType(b.content_type.into()));
             b.bytes

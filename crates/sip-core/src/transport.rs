@@ -173,6 +173,7 @@ pub async fn start_tcp_front(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(front.limits.max_connections));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
@@ -185,15 +186,16 @@ pub async fn start_tcp_front(
                     }
                 },
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "too many tcp connections, closing the new one");
+                continue;
+            };
             let conn_cancel = cancel.child_token();
-            tokio::spawn(serve_tcp(
-                stream,
-                peer,
-                front.clone(),
-                stats.clone(),
-                add_connection.clone(),
-                conn_cancel,
-            ));
+            let (front, stats, add) = (front.clone(), stats.clone(), add_connection.clone());
+            tokio::spawn(async move {
+                serve_tcp(stream, peer, front, stats, add, conn_cancel).await;
+                drop(permit);
+            });
         }
     });
     Ok(local)
