@@ -23,6 +23,9 @@ pub enum SdpError {
     /// No content type in common.
     #[error("no accept-types in common")]
     NoCommonTypes,
+    /// Only MSRP media over a transport we do not serve (TLS without an msrps path).
+    #[error("MSRP transport not supported")]
+    TransportUnsupported,
     /// `a=setup:holdconn`: the peer does not want a connection now.
     #[error("a=setup:holdconn is not supported")]
     HoldConn,
@@ -132,9 +135,18 @@ fn split_list(v: Option<&str>) -> Vec<String> {
 }
 
 impl MsrpOffer {
-    /// Find the first usable MSRP media line in an SDP body.
+    /// The first usable MSRP media line in an SDP body.
     pub fn parse(sdp: &[u8]) -> Result<MsrpOffer, SdpError> {
         let session = Session::parse(sdp).map_err(|e| SdpError::Parse(e.to_string()))?;
+        Self::from_session(&session)?
+            .into_iter()
+            .next()
+            .ok_or(SdpError::NoMsrpMedia)
+    }
+
+    /// Every usable MSRP media line (non-empty on success).
+    fn from_session(session: &Session) -> Result<Vec<MsrpOffer>, SdpError> {
+        let mut found = Vec::new();
         let mut saw_bad_path = false;
         for (i, m) in session.medias.iter().enumerate() {
             if !m.media.eq_ignore_ascii_case("message") || m.port == 0 {
@@ -163,7 +175,7 @@ impl MsrpOffer {
                 .first()
                 .or(session.connection.as_ref())
                 .map(|c| c.connection_address.clone());
-            return Ok(MsrpOffer {
+            found.push(MsrpOffer {
                 media_index: i,
                 path,
                 accept_types: split_list(m.get_first_attribute_value("accept-types").flatten()),
@@ -181,11 +193,11 @@ impl MsrpOffer {
                 port: m.port,
             });
         }
-        Err(if saw_bad_path {
-            SdpError::BadPath
-        } else {
-            SdpError::NoMsrpMedia
-        })
+        match (found.is_empty(), saw_bad_path) {
+            (false, _) => Ok(found),
+            (true, true) => Err(SdpError::BadPath),
+            (true, false) => Err(SdpError::NoMsrpMedia),
+        }
     }
 
     /// The negotiation result when this is the peer's answer to our offer made with
@@ -318,8 +330,19 @@ pub fn build_answer(
     offer_sdp: &[u8],
     local: &LocalMedia,
 ) -> Result<(String, Negotiated), SdpError> {
-    let offer = MsrpOffer::parse(offer_sdp)?;
     let offered = Session::parse(offer_sdp).map_err(|e| SdpError::Parse(e.to_string()))?;
+    // TCP/TLS/MSRP needs an msrps path of ours (RFC 4975 §8.1); without TLS only TCP/MSRP
+    // media can be accepted.
+    let secure = local.path.last().is_some_and(|u| u.secure);
+    let want = if secure {
+        MsrpTransport::Tls
+    } else {
+        MsrpTransport::Tcp
+    };
+    let offer = MsrpOffer::from_session(&offered)?
+        .into_iter()
+        .find(|o| o.transport == want)
+        .ok_or(SdpError::TransportUnsupported)?;
     let (role, our_setup) = match offer.setup {
         Setup::ActPass | Setup::Active => (SetupRole::Passive, Setup::Passive),
         Setup::Passive => (SetupRole::Active, Setup::Active),
@@ -450,11 +473,19 @@ mod tests {
     }
 
     #[test]
-    fn passive_offer_makes_us_active_and_tls_kept() {
+    fn passive_offer_makes_us_active_and_tls_needs_msrps() {
         let offer = OFFER
             .replace("TCP/MSRP", "TCP/TLS/MSRP")
             .replace("a=max-size", "a=setup:passive\r\na=max-size");
-        let (sdp, neg) = build_answer(offer.as_bytes(), &local()).unwrap();
+        assert_eq!(
+            build_answer(offer.as_bytes(), &local()).unwrap_err(),
+            SdpError::TransportUnsupported
+        );
+        let tls_path = "msrps://127.0.0.1:2855/abcdefghijklmnop;tcp"
+            .parse()
+            .unwrap();
+        let tls_local = LocalMedia::with_defaults(vec![tls_path], None);
+        let (sdp, neg) = build_answer(offer.as_bytes(), &tls_local).unwrap();
         assert_eq!(neg.role, SetupRole::Active);
         assert_eq!(neg.transport, MsrpTransport::Tls);
         assert!(sdp.contains("a=setup:active\r\n"));

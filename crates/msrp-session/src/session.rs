@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::chunking::{split, ChunkOutcome, Reassembler};
 use crate::connection::{self, ConnCtl, ConnHandle, WriterCmd};
 use crate::endpoint::Registry;
-use crate::frame::{ByteRange, EndFlag, FailureReport, Frame, Method};
+use crate::frame::{ByteRange, FailureReport, Frame, Method};
 use crate::ids;
 use crate::sdp::SetupRole;
 use crate::uri::MsrpUri;
@@ -188,7 +188,8 @@ impl MsrpSender {
     }
 }
 
-/// One MSRP session as the application sees it. Dropping it ends the session.
+/// One MSRP session as the application sees it. Dropping it ends the session (clones of
+/// its `MsrpSender` then fail with `SendError::Closed`).
 #[derive(Debug)]
 pub struct MsrpSession {
     id: String,
@@ -253,6 +254,12 @@ impl MsrpSession {
 
     /// End the session; its connection closes when no other session uses it.
     pub fn close(&self) {
+        let _ = self.sender.cmd.send(Command::Close);
+    }
+}
+
+impl Drop for MsrpSession {
+    fn drop(&mut self) {
         let _ = self.sender.cmd.send(Command::Close);
     }
 }
@@ -643,10 +650,12 @@ impl SessionTask {
             return self.respond(&frame, 400);
         };
         let body = frame.body.clone().unwrap_or_default();
-        // Empty SEND: bind or keep-alive (RFC 4975 §5.4, §7.1): answered, not a message.
-        if body.is_empty() && frame.flag == EndFlag::Complete && frame.content_type().is_none() {
-            return self.respond(&frame, 200);
-        }
+        let Some(content_type) = frame.content_type().map(str::to_string) else {
+            // Empty SEND: bind or keep-alive (RFC 4975 §5.4, §7.1): answered, not a message.
+            // A body without Content-Type is malformed (RFC 4975 §7.1.1).
+            let code = if body.is_empty() { 200 } else { 400 };
+            return self.respond(&frame, code);
+        };
         match self
             .reassembler
             .accept(&message_id, range, &body, frame.flag)
@@ -657,7 +666,7 @@ impl SessionTask {
                 let total = data.len() as u64;
                 let msg = IncomingMessage {
                     message_id: message_id.clone(),
-                    content_type: frame.content_type().unwrap_or("text/plain").to_string(),
+                    content_type,
                     body: data,
                     total_bytes: total,
                     success_report: frame.success_report(),

@@ -491,3 +491,27 @@ async fn passive_session_without_connection_times_out() {
     ));
     assert_eq!(server.session_count(), 0);
 }
+
+#[tokio::test]
+async fn body_without_content_type_is_400_and_dropping_the_session_closes_the_connection() {
+    let server = endpoint(EndpointConfig::default()).await;
+    let mut s = server.create_session();
+    let us = s.local_uri().to_string();
+    let peer = "msrp://127.0.0.1:9/peer4;tcp";
+    let mut p = RawPeer::connect(&server).await;
+    p.write(&send_frame("ct000001", &us, peer, "", None)).await;
+    assert_eq!(p.expect_frame().await.status_code(), Some(200));
+    assert!(matches!(event(&mut s).await, SessionEvent::Bound));
+    p.write(
+        format!("MSRP ct000002 SEND\r\nTo-Path: {us}\r\nFrom-Path: {peer}\r\nMessage-ID: x\r\n\r\nbody\r\n-------ct000002$\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(p.expect_frame().await.status_code(), Some(400));
+    drop(s);
+    assert!(
+        p.frame().await.is_none(),
+        "connection closed with its last session"
+    );
+    assert_eq!(server.session_count(), 0);
+}
