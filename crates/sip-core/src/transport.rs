@@ -222,7 +222,9 @@ async fn serve_tcp(
         incoming_rx,
         outgoing_tx,
         peer_addr.clone(),
-        Some(cancel.clone()),
+        // rsipstack cancels this token when it retires the connection; it must not stop our
+        // writer before a final 400 is flushed.
+        Some(cancel.child_token()),
     )
     .await
     {
@@ -239,14 +241,15 @@ async fn serve_tcp(
     let writer_task = tokio::spawn(async move {
         loop {
             let bytes = tokio::select! {
-                _ = writer_cancel.cancelled() => break,
-                ev = outgoing_rx.recv() => match ev {
-                    Some(TransportEvent::Incoming(msg, _, _)) => msg.to_string().into_bytes(),
-                    Some(_) => continue,
-                    None => break,
-                },
+                biased;
                 raw = raw_rx.recv() => match raw {
                     Some(b) => b,
+                    None => break,
+                },
+                _ = writer_cancel.cancelled() => break,
+                ev = outgoing_rx.recv() => match ev {
+                    Some(TransportEvent::Incoming(msg, _, _)) => msg.to_bytes(),
+                    Some(_) => continue,
                     None => break,
                 },
             };
@@ -299,14 +302,10 @@ async fn serve_tcp(
     }
     // Let the writer flush what is queued (the 400 before a close), then stop everything.
     drop(raw_tx);
+    tokio::time::timeout(std::time::Duration::from_secs(1), writer_task)
+        .await
+        .ok();
     drop(incoming_tx);
-    tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        while !writer_task.is_finished() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .ok();
     cancel.cancel();
 }
 
