@@ -134,6 +134,10 @@ fn user_version(conn: &Connection) -> Result<i64, StoreError> {
 /// Applies every missing step. Safe against a second process migrating at the same time: the
 /// version is re-read inside the write transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // The common case, up to date, takes no write lock (the admin CLI opens beside the server).
+    if user_version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version = user_version(&tx)?;

@@ -9,11 +9,12 @@
 //! already in the batch, waiting out `max_wait` would only add latency.
 //!
 //! A job that fails must leave nothing behind, so the rest of its batch can commit. Every job
-//! is written to make at most one data-changing statement that matters (checks and reads come
-//! first), and SQLite rolls back a failed statement alone. Savepoints would give the same
-//! guarantee but copy every page a job touches into the statement journal, which measured as
-//! the largest CPU cost of a deposit. If SQLite instead abandons the whole transaction (it may
-//! on I/O errors or a full disk), the batch stops and every job in it gets the error.
+//! makes its change in one statement, after its checks and reads (a deposit may first create
+//! its empty mailbox row, which is harmless), and SQLite rolls back a failed statement alone.
+//! A SAVEPOINT per job would give the same guarantee at the price of copying every page the
+//! job touches into the statement journal (measured: the biggest single item in the writer's
+//! profile). If SQLite instead abandons the whole transaction (it may on I/O errors or a full
+//! disk), the batch stops and every job in it gets the error.
 
 use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
