@@ -134,23 +134,25 @@ fn user_version(conn: &Connection) -> Result<i64, StoreError> {
 /// Applies every missing step. Safe against a second process migrating at the same time: the
 /// version is re-read inside the write transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+fn migrate_with(conn: &mut Connection, steps: &[&str]) -> Result<(), StoreError> {
+    let latest = i64::try_from(steps.len()).unwrap_or(i64::MAX);
     // The common case, up to date, takes no write lock (the admin CLI opens beside the server).
-    if user_version(conn)? == SCHEMA_VERSION {
+    if user_version(conn)? == latest {
         return Ok(());
     }
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version = user_version(&tx)?;
-        if version > SCHEMA_VERSION {
+        if version > latest {
             return Err(StoreError::SchemaTooNew {
                 found: version,
-                supported: SCHEMA_VERSION,
+                supported: latest,
             });
         }
-        let Some(step) = usize::try_from(version)
-            .ok()
-            .and_then(|v| MIGRATIONS.get(v))
-        else {
+        let Some(step) = usize::try_from(version).ok().and_then(|v| steps.get(v)) else {
             // Up to date (or a negative version, which no build ever writes).
             return Ok(());
         };
@@ -196,6 +198,39 @@ mod tests {
         // Reopening runs no step again (a second CREATE TABLE would fail).
         let conn = open_writer(&config).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_later_step_upgrades_an_existing_file_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path().join("s.db"));
+        let mut conn = open_writer(&config).unwrap();
+        conn.execute(
+            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com')",
+            [],
+        )
+        .unwrap();
+        let v2 = "ALTER TABLE mailbox ADD COLUMN note TEXT NOT NULL DEFAULT 'v2';";
+        migrate_with(&mut conn, &[V1, v2]).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 2);
+        let (aor, note): (String, String) = conn
+            .query_row("SELECT aor, note FROM mailbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((aor.as_str(), note.as_str()), ("sip:bob@example.com", "v2"));
+        // A failing step rolls back with its version bump: the file stays at version 2.
+        let bad = "CREATE TABLE extra (x INTEGER); SELECT no_such_function();";
+        assert!(migrate_with(&mut conn, &[V1, v2, bad]).is_err());
+        assert_eq!(user_version(&conn).unwrap(), 2);
+        let extra: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'extra'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(extra, 0);
     }
 
     #[test]
