@@ -3,6 +3,8 @@
 
 pub mod decision;
 pub mod delivery;
+pub mod render;
 
 pub use decision::{decide, FetchDecision, FetchUri, FetchUriError};
 pub use delivery::{Delivery, DEFAULT_WINDOW};
+pub use render::{accepts_cpim, render, RenderConfig, Rendered, StoredView, CPIM};
