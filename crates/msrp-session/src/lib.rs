@@ -13,6 +13,7 @@ pub mod imdn;
 pub mod iscomposing;
 pub mod sdp;
 mod session;
+mod session_core;
 pub mod uri;
 mod xml;
 

@@ -1,21 +1,19 @@
-//! MSRP sessions: the application's handle (`MsrpSession`, `MsrpSender`) and the task that
-//! runs one session's transactions (RFC 4975 §7): answering SENDs per Failure-Report,
-//! reassembling chunks, REPORTs after the application accepted a message, 501 for unknown
-//! methods, outgoing SENDs chunked and matched to their responses with a timeout.
+//! MSRP sessions as the application sees them: `MsrpSession` (start, events, send, close),
+//! `MsrpSender`, `IncomingMessage` with its `MessageResponder`, and the tokio task that runs
+//! the sans-IO `SessionCore` against a connection, the application's commands and timers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::chunking::{split, ChunkOutcome, Reassembler};
 use crate::connection::{self, ConnCtl, ConnHandle, WriterCmd};
 use crate::endpoint::Registry;
-use crate::frame::{ByteRange, FailureReport, Frame, Method};
-use crate::ids;
+use crate::frame::Frame;
 use crate::sdp::SetupRole;
+use crate::session_core::{CoreConfig, CoreEvent, Received, SessionCore, BIND_SEND};
 use crate::uri::MsrpUri;
 
 /// Inbound frames a session buffers before its connection waits.
@@ -272,23 +270,27 @@ pub(crate) fn spawn(
 ) -> MsrpSession {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
+    let cfg = &registry.config;
+    let core = SessionCore::new(
+        local.clone(),
+        CoreConfig {
+            chunk_size: cfg.chunk_size,
+            transaction_timeout: cfg.transaction_timeout,
+            max_message_bytes: cfg.max_message_bytes,
+        },
+    );
     let task = SessionTask {
         id: id.clone(),
-        local: local.clone(),
-        remote_path: Vec::new(),
+        core,
         started: false,
         bound: false,
         conn: None,
-        reassembler: Reassembler::new(registry.config.max_message_bytes),
+        bind_deadline: Instant::now() + cfg.bind_timeout,
         registry,
         cmd_tx: cmd_tx.clone(),
         events: ev_tx,
-        queue: VecDeque::new(),
-        pending: HashMap::new(),
-        sends: HashMap::new(),
-        next_send: 1,
+        replies: HashMap::new(),
         bind_reply: None,
-        created: Instant::now(),
     };
     tokio::spawn(task.run(inbox, cmd_rx));
     MsrpSession {
@@ -299,45 +301,30 @@ pub(crate) fn spawn(
     }
 }
 
-#[derive(Debug)]
-struct Pending {
-    send: u64,
-    deadline: Instant,
-}
-
-#[derive(Debug)]
-struct OutgoingSend {
-    remaining: usize,
-    reply: Option<oneshot::Sender<Result<(), SendError>>>,
-}
-
-/// Send id of the empty bind SEND.
-const BIND_SEND: u64 = 0;
-
+/// The I/O shell around `SessionCore`: connection, channels and timers.
 #[derive(Debug)]
 struct SessionTask {
     id: String,
-    local: MsrpUri,
-    remote_path: Vec<MsrpUri>,
+    core: SessionCore,
     started: bool,
     bound: bool,
     conn: Option<ConnHandle>,
-    reassembler: Reassembler,
+    /// Passive sessions close when no connection binds them by then.
+    bind_deadline: Instant,
     registry: Arc<Registry>,
     cmd_tx: mpsc::UnboundedSender<Command>,
     events: mpsc::Sender<SessionEvent>,
-    /// Frames waiting for room in the connection's write queue.
-    queue: VecDeque<Bytes>,
-    pending: HashMap<String, Pending>,
-    sends: HashMap<u64, OutgoingSend>,
-    next_send: u64,
+    replies: HashMap<u64, oneshot::Sender<Result<(), SendError>>>,
     bind_reply: Option<oneshot::Sender<Result<(), StartError>>>,
-    created: Instant,
 }
 
 enum Flow {
     Continue,
     End(CloseReason),
+}
+
+fn now_std() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 impl SessionTask {
@@ -348,7 +335,7 @@ impl SessionTask {
     ) {
         let reason = loop {
             let writer = self.conn.as_ref().map(|c| c.write_tx.clone());
-            let want_write = writer.is_some() && !self.queue.is_empty();
+            let want_write = writer.is_some() && self.core.has_output();
             let deadline = self.next_deadline();
             let flow = tokio::select! {
                 input = inbox.recv() => match input {
@@ -357,13 +344,11 @@ impl SessionTask {
                 },
                 cmd = cmds.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
-                    // Every handle dropped (responders hold senders too, so this means
-                    // nothing can answer or send any more).
                     None => Flow::End(CloseReason::Local),
                 },
                 permit = reserve(writer.as_ref()), if want_write => match permit {
                     Some(p) => {
-                        if let Some(b) = self.queue.pop_front() {
+                        if let Some(b) = self.core.pop_output() {
                             p.send(WriterCmd::Data(b));
                         }
                         Flow::Continue
@@ -371,7 +356,7 @@ impl SessionTask {
                     None => Flow::End(CloseReason::ConnectionLost),
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_timer(Instant::now())
+                    self.on_timer().await
                 }
             };
             if let Flow::End(reason) = flow {
@@ -382,32 +367,20 @@ impl SessionTask {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let tx = self.pending.values().map(|p| p.deadline).min();
-        let bind = (!self.bound && self.conn.is_none())
-            .then(|| self.created + self.registry.config.bind_timeout);
+        let tx = self.core.next_timer().map(Instant::from_std);
+        let bind = (!self.bound && self.conn.is_none()).then_some(self.bind_deadline);
         match (tx, bind) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn on_timer(&mut self, now: Instant) -> Flow {
-        if !self.bound
-            && now >= self.created + self.registry.config.bind_timeout
-            && self.conn.is_none()
-        {
+    async fn on_timer(&mut self) -> Flow {
+        if !self.bound && self.conn.is_none() && Instant::now() >= self.bind_deadline {
             return Flow::End(CloseReason::BindTimeout);
         }
-        let expired: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for tid in expired {
-            if let Some(p) = self.pending.remove(&tid) {
-                self.fail_send(p.send, SendError::Timeout);
-            }
+        for ev in self.core.on_timer(now_std()) {
+            self.on_core_event(ev).await;
         }
         Flow::Continue
     }
@@ -416,27 +389,74 @@ impl SessionTask {
         let _ = self.events.send(ev).await;
     }
 
+    async fn on_core_event(&mut self, ev: CoreEvent) {
+        match ev {
+            CoreEvent::SendDone {
+                send: BIND_SEND,
+                result,
+            } => {
+                let ok = result.is_ok();
+                if let Some(r) = self.bind_reply.take() {
+                    let _ = r.send(result.map_err(StartError::Bind));
+                }
+                if ok {
+                    self.bound = true;
+                    self.emit(SessionEvent::Bound).await;
+                }
+            }
+            CoreEvent::SendDone { send, result } => {
+                if let Some(r) = self.replies.remove(&send) {
+                    let _ = r.send(result);
+                }
+            }
+            CoreEvent::Message(m) => {
+                let msg = self.incoming(m);
+                self.emit(SessionEvent::Message(msg)).await;
+            }
+        }
+    }
+
+    fn incoming(&self, m: Box<Received>) -> IncomingMessage {
+        let m = *m;
+        let total = m.body.len() as u64;
+        IncomingMessage {
+            message_id: m.message_id.clone(),
+            content_type: m.content_type,
+            body: m.body,
+            total_bytes: total,
+            success_report: m.success_report,
+            from_path: m.from_path,
+            responder: MessageResponder {
+                cmd: self.cmd_tx.clone(),
+                answer: Some(Box::new(Answer {
+                    request: m.request,
+                    message_id: m.message_id,
+                    total,
+                })),
+            },
+        }
+    }
+
     async fn on_input(&mut self, input: SessionInput) -> Flow {
         match input {
             SessionInput::Bind(conn) => {
                 self.conn = Some(conn);
                 self.bound = true;
                 self.emit(SessionEvent::Bound).await;
-                Flow::Continue
             }
-            SessionInput::Frame(frame) => self.on_frame(frame).await,
-            SessionInput::ConnectionLost(id) => {
-                if self.conn.as_ref().is_some_and(|c| c.id == id) {
-                    Flow::End(CloseReason::ConnectionLost)
-                } else {
-                    Flow::Continue
+            SessionInput::Frame(frame) => {
+                if let Some(ev) = self.core.on_frame(frame) {
+                    self.on_core_event(ev).await;
                 }
             }
-            SessionInput::Discard(mid) => {
-                self.reassembler.discard(&mid);
-                Flow::Continue
+            SessionInput::ConnectionLost(id) => {
+                if self.conn.as_ref().is_some_and(|c| c.id == id) {
+                    return Flow::End(CloseReason::ConnectionLost);
+                }
             }
+            SessionInput::Discard(mid) => self.core.discard(&mid),
         }
+        Flow::Continue
     }
 
     async fn on_command(&mut self, cmd: Command) -> Flow {
@@ -451,33 +471,41 @@ impl SessionTask {
                     return Flow::Continue;
                 }
                 self.started = true;
-                self.remote_path = remote_path;
+                self.core.set_remote_path(remote_path.clone());
                 match role {
                     SetupRole::Passive => {
                         let _ = reply.send(Ok(()));
                     }
-                    SetupRole::Active => self.connect(reply).await,
+                    SetupRole::Active => self.connect(&remote_path, reply).await,
                 }
-                Flow::Continue
             }
             Command::Send {
                 content_type,
                 body,
                 reply,
             } => {
-                self.send_message(&content_type, body, reply);
-                Flow::Continue
+                if self.conn.is_none() || !self.core.has_remote_path() {
+                    let _ = reply.send(Err(SendError::NotConnected));
+                } else {
+                    let send = self.core.send_message(&content_type, &body, now_std());
+                    self.replies.insert(send, reply);
+                }
             }
             Command::Respond { answer, status } => {
-                self.answer(*answer, status);
-                Flow::Continue
+                self.core
+                    .answer(&answer.request, &answer.message_id, answer.total, status);
             }
-            Command::Close => Flow::End(CloseReason::Local),
+            Command::Close => return Flow::End(CloseReason::Local),
         }
+        Flow::Continue
     }
 
-    async fn connect(&mut self, reply: oneshot::Sender<Result<(), StartError>>) {
-        let Some(first) = self.remote_path.first() else {
+    async fn connect(
+        &mut self,
+        remote_path: &[MsrpUri],
+        reply: oneshot::Sender<Result<(), StartError>>,
+    ) {
+        let Some(first) = remote_path.first() else {
             let _ = reply.send(Err(StartError::EmptyPath));
             return;
         };
@@ -507,229 +535,31 @@ impl SessionTask {
         }
         self.conn = Some(conn);
         // Bind with an empty SEND (RFC 4975 §5.4); its 200 completes start().
-        let tid = ids::transaction_id();
-        let mut f = Frame::request(
-            tid.clone(),
-            Method::Send,
-            &self.remote_path,
-            std::slice::from_ref(&self.local),
-        );
-        f.push_header("Message-ID", ids::message_id());
-        f.push_header("Byte-Range", "1-0/0");
-        self.queue.push_back(f.to_bytes());
-        self.pending.insert(
-            tid,
-            Pending {
-                send: BIND_SEND,
-                deadline: Instant::now() + self.registry.config.transaction_timeout,
-            },
-        );
+        self.core.send_bind(now_std());
         self.bind_reply = Some(reply);
-    }
-
-    fn send_message(
-        &mut self,
-        content_type: &str,
-        body: Bytes,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    ) {
-        if self.conn.is_none() || self.remote_path.is_empty() {
-            let _ = reply.send(Err(SendError::NotConnected));
-            return;
-        }
-        let send = self.next_send;
-        self.next_send += 1;
-        let message_id = ids::message_id();
-        let chunks = split(&body, self.registry.config.chunk_size);
-        let deadline = Instant::now() + self.registry.config.transaction_timeout;
-        for chunk in &chunks {
-            let tid = ids::transaction_id();
-            let mut f = Frame::request(
-                tid.clone(),
-                Method::Send,
-                &self.remote_path,
-                std::slice::from_ref(&self.local),
-            );
-            f.push_header("Message-ID", message_id.clone());
-            f.push_header("Byte-Range", chunk.range.to_string());
-            f.push_header("Content-Type", content_type);
-            f.body = Some(chunk.data.clone());
-            f.flag = chunk.flag;
-            self.queue.push_back(f.to_bytes());
-            self.pending.insert(tid, Pending { send, deadline });
-        }
-        self.sends.insert(
-            send,
-            OutgoingSend {
-                remaining: chunks.len(),
-                reply: Some(reply),
-            },
-        );
-    }
-
-    fn fail_send(&mut self, send: u64, err: SendError) {
-        if send == BIND_SEND {
-            if let Some(r) = self.bind_reply.take() {
-                let _ = r.send(Err(StartError::Bind(err)));
-            }
-            return;
-        }
-        if let Some(mut s) = self.sends.remove(&send) {
-            if let Some(r) = s.reply.take() {
-                let _ = r.send(Err(err));
-            }
-            self.pending.retain(|_, p| p.send != send);
-        }
-    }
-
-    async fn on_frame(&mut self, frame: Frame) -> Flow {
-        let Some(method) = frame.method().cloned() else {
-            self.on_response(&frame).await;
-            return Flow::Continue;
-        };
-        match method {
-            Method::Send => self.on_send(frame).await,
-            // REPORTs are never answered (RFC 4975 §7.1.2); we do not track delivery.
-            Method::Report => {}
-            Method::Other(_) => self.respond(&frame, 501),
-        }
-        Flow::Continue
-    }
-
-    async fn on_response(&mut self, frame: &Frame) {
-        let Some(p) = self.pending.remove(&frame.transaction_id) else {
-            return;
-        };
-        let code = frame.status_code().unwrap_or(0);
-        if p.send == BIND_SEND {
-            if code == 200 {
-                self.bound = true;
-                if let Some(r) = self.bind_reply.take() {
-                    let _ = r.send(Ok(()));
-                }
-                self.emit(SessionEvent::Bound).await;
-            } else {
-                self.fail_send(BIND_SEND, SendError::Status(code));
-            }
-            return;
-        }
-        if code != 200 {
-            self.fail_send(p.send, SendError::Status(code));
-            return;
-        }
-        if let Some(s) = self.sends.get_mut(&p.send) {
-            s.remaining = s.remaining.saturating_sub(1);
-            if s.remaining == 0 {
-                if let Some(r) = s.reply.take() {
-                    let _ = r.send(Ok(()));
-                }
-                self.sends.remove(&p.send);
-            }
-        }
-    }
-
-    /// Queue a response unless Failure-Report forbids it (RFC 4975 §7.1.2).
-    fn respond(&mut self, request: &Frame, code: u16) {
-        let send = match request.failure_report() {
-            FailureReport::Yes => true,
-            FailureReport::Partial => code != 200,
-            FailureReport::No => false,
-        };
-        if send {
-            self.queue
-                .push_back(request.response_to(code, None, &self.local).to_bytes());
-        }
-    }
-
-    async fn on_send(&mut self, frame: Frame) {
-        let range = match frame.byte_range() {
-            Ok(r) => r,
-            Err(_) => return self.respond(&frame, 400),
-        };
-        let Some(message_id) = frame.message_id().map(str::to_string) else {
-            return self.respond(&frame, 400);
-        };
-        let body = frame.body.clone().unwrap_or_default();
-        let Some(content_type) = frame.content_type().map(str::to_string) else {
-            // Empty SEND: bind or keep-alive (RFC 4975 §5.4, §7.1): answered, not a message.
-            // A body without Content-Type is malformed (RFC 4975 §7.1.1).
-            let code = if body.is_empty() { 200 } else { 400 };
-            return self.respond(&frame, code);
-        };
-        match self
-            .reassembler
-            .accept(&message_id, range, &body, frame.flag)
-        {
-            Ok(ChunkOutcome::Partial) | Ok(ChunkOutcome::Aborted) => self.respond(&frame, 200),
-            Ok(ChunkOutcome::Complete(data)) => {
-                let from_path = frame.from_path().unwrap_or_default();
-                let total = data.len() as u64;
-                let msg = IncomingMessage {
-                    message_id: message_id.clone(),
-                    content_type,
-                    body: data,
-                    total_bytes: total,
-                    success_report: frame.success_report(),
-                    from_path,
-                    responder: MessageResponder {
-                        cmd: self.cmd_tx.clone(),
-                        answer: Some(Box::new(Answer {
-                            request: Frame {
-                                body: None,
-                                ..frame
-                            },
-                            message_id,
-                            total,
-                        })),
-                    },
-                };
-                self.emit(SessionEvent::Message(msg)).await;
-            }
-            Err(e) => self.respond(&frame, e.status()),
-        }
-    }
-
-    /// The application's verdict on a complete message; a REPORT follows a 200 when the
-    /// sender asked for one (RFC 4975 §7.1.2).
-    fn answer(&mut self, answer: Answer, status: u16) {
-        self.respond(&answer.request, status);
-        if status == 200 && answer.request.success_report() {
-            let to = answer.request.from_path().unwrap_or_default();
-            let mut report = Frame::request(
-                ids::transaction_id(),
-                Method::Report,
-                &to,
-                std::slice::from_ref(&self.local),
-            );
-            report.push_header("Message-ID", answer.message_id);
-            report.push_header(
-                "Byte-Range",
-                ByteRange {
-                    start: 1,
-                    end: Some(answer.total),
-                    total: Some(answer.total),
-                }
-                .to_string(),
-            );
-            report.push_header("Status", "000 200 OK");
-            self.queue.push_back(report.to_bytes());
-        }
     }
 
     async fn shutdown(mut self, reason: CloseReason) {
         // Flush what is queued (final responses) on a clean local close.
         if reason == CloseReason::Local {
             if let Some(c) = &self.conn {
-                for b in self.queue.drain(..) {
+                while let Some(b) = self.core.pop_output() {
                     if c.write_tx.send(WriterCmd::Data(b)).await.is_err() {
                         break;
                     }
                 }
             }
         }
-        let pending: Vec<u64> = self.pending.values().map(|p| p.send).collect();
-        for s in pending {
-            self.fail_send(s, SendError::Closed);
+        for ev in self.core.fail_all(&SendError::Closed) {
+            if let CoreEvent::SendDone { send, result } = ev {
+                if send == BIND_SEND {
+                    if let Some(r) = self.bind_reply.take() {
+                        let _ = r.send(result.map_err(StartError::Bind));
+                    }
+                } else if let Some(r) = self.replies.remove(&send) {
+                    let _ = r.send(result);
+                }
+            }
         }
         self.registry.remove(&self.id);
         if let Some(c) = &self.conn {
