@@ -186,6 +186,37 @@ impl fmt::Display for Aor {
     }
 }
 
+/// The text of a URI parsed by rsipstack, as received: like its Display, but the user and
+/// password are written as stored (still escaped) instead of being escaped a second time.
+pub fn uri_text(uri: &rsipstack::sip::Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = &uri.scheme {
+        out.push_str(&format!("{scheme}:"));
+    }
+    if let Some(auth) = &uri.auth {
+        out.push_str(&auth.user);
+        if let Some(password) = &auth.password {
+            out.push(':');
+            out.push_str(password);
+        }
+        out.push('@');
+    }
+    out.push_str(&uri.host_with_port.to_string());
+    for param in &uri.params {
+        out.push_str(&param.to_string());
+    }
+    if !uri.headers.is_empty() {
+        let parts: Vec<String> = uri
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
 /// RFC 3986 unreserved plus RFC 3261 `mark`: what never needs escaping in a user part.
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -298,6 +329,12 @@ mod tests {
         assert_eq!(
             Aor::target_of(&ruri).map(|a| a.to_string()).as_deref(),
             Some("sip:bob@example.com")
+        );
+        // rsipstack writes the transport token upper-case; it compares case-insensitively.
+        assert_eq!(uri_text(&uri), "sip:a%40b@Example.com;transport=UDP");
+        assert_eq!(
+            uri_text(&ruri),
+            "sip:as.example.com;target=sip:bob%40example.com;cause=486"
         );
         let v6 = rsipstack::sip::Uri::try_from("sip:bob@[::1]:5060").expect("uri");
         assert_eq!(

@@ -78,7 +78,7 @@ pub mod tag;
 pub mod transport;
 pub mod validate;
 
-pub use aor::{Aor, AorError};
+pub use aor::{uri_text, Aor, AorError};
 pub use client::{PublishRequest, PublishResponse};
 pub use endpoint::{
     Credentials, IncomingRequest, ListenAddr, SipEndpoint, SipEndpointConfig, Source, Timers,

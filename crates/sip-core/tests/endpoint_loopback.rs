@@ -720,3 +720,47 @@ async fn notify_times_out_at_timer_f() {
     assert!(matches!(r, Err(ClientError::Timeout)), "{r:?}");
     ep.shutdown();
 }
+
+#[tokio::test]
+async fn missing_ack_terminates_the_session() {
+    let (ep, mut rx) = SipEndpoint::start(config()).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sock.local_addr().unwrap();
+    sock.send_to(invite(peer, "noack@test", None, 1, "na1").as_bytes(), to)
+        .await
+        .unwrap();
+    let Some(IncomingRequest::Invite(inv)) =
+        timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+    else {
+        panic!("expected an INVITE");
+    };
+    let mut session = inv.accept(b"v=0\r\n".to_vec()).unwrap();
+    // No ACK: after 64*T1 (3.2 s here) the dialog ends.
+    let ev = timeout(Duration::from_secs(10), session.next_event())
+        .await
+        .unwrap();
+    assert!(matches!(ev, Some(DialogEvent::Terminated(_))), "{ev:?}");
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn full_application_queue_answers_503() {
+    let cfg = SipEndpointConfig {
+        incoming_capacity: 1,
+        ..config()
+    };
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let to = addr_of(&ep, Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let msg = |branch: &str| options(branch, "").replace("OPTIONS", "MESSAGE");
+    sock.send_to(msg("q1").as_bytes(), to).await.unwrap();
+    sock.send_to(msg("q2").as_bytes(), to).await.unwrap();
+    let r = recv_udp(&sock).await;
+    assert!(r.starts_with("SIP/2.0 503"), "{r}");
+    assert!(
+        r.contains("z9hG4bKq2"),
+        "the second request is refused: {r}"
+    );
+    ep.shutdown();
+}
