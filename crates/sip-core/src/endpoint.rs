@@ -173,6 +173,14 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
 }
 
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
 impl Shared {
     /// Our Contact URI for requests that arrived over `transport`.
     pub(crate) fn contact_uri(&self, transport: Transport) -> String {

@@ -107,14 +107,6 @@ pub struct ServerInvite {
     answered: bool,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("local", &self.local)
-            .finish()
-    }
-}
-
 impl std::fmt::Debug for ServerInvite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerInvite")
