@@ -312,7 +312,7 @@ impl Frame {
         }
     }
 
-    /// `Status: 000 200 OK` as (namespace, code) (RFC 4975 §7.1.3? §9).
+    /// `Status: 000 200 OK` as (namespace, code) (RFC 4975 §7.1.2, §9).
     pub fn status_header(&self) -> Option<(u16, u16)> {
         let mut it = self.header("Status")?.split_ascii_whitespace();
         let ns = it.next()?.parse().ok()?;
