@@ -764,3 +764,48 @@ async fn full_application_queue_answers_503() {
     );
     ep.shutdown();
 }
+
+#[tokio::test]
+async fn publish_over_tcp_to_the_outbound_proxy() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config();
+    cfg.outbound_proxy = Some(ListenAddr::tcp(proxy.local_addr().unwrap()));
+    let (ep, _rx) = SipEndpoint::start(cfg).await.unwrap();
+    let client = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.publish(&publish_request()).await }
+    });
+    let (mut s, _) = timeout(Duration::from_secs(2), proxy.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = Vec::new();
+    let req = tcp_read_message(&mut s, &mut buf).await;
+    assert!(
+        req.starts_with("PUBLISH sip:bob@example.com SIP/2.0\r\n"),
+        "{req}"
+    );
+    assert!(
+        header(&req, "Via").unwrap().starts_with("SIP/2.0/TCP "),
+        "{req}"
+    );
+    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        resp.push_str(&format!("{name}: {}\r\n", header(&req, name).unwrap()));
+    }
+    resp.push_str(&format!(
+        "To: {};tag=p\r\nSIP-ETag: tcp-1\r\nContent-Length: 0\r\n\r\n",
+        header(&req, "To").unwrap()
+    ));
+    s.write_all(resp.as_bytes()).await.unwrap();
+    let resp = timeout(Duration::from_secs(2), client)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resp.status, resp.sip_etag.map(|e| e.to_string())),
+        (200, Some("tcp-1".to_string()))
+    );
+    ep.shutdown();
+}
