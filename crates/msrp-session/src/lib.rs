@@ -21,7 +21,7 @@ pub use codec::{Decoded, DecoderLimits, FatalError, MsrpDecoder, Rejection};
 pub use endpoint::{EndpointConfig, MsrpEndpoint};
 pub use frame::{ByteRange, EndFlag, FailureReport, Frame, Header, HeaderError, Method, StartLine};
 pub use sdp::{
-    build_answer, build_offer, LocalMedia, MsrpOffer, MsrpTransport, Negotiated, SdpError,
+    build_answer, build_offer, LocalMedia, MsrpOffer, MsrpTransport, Negotiated, SdpError, Setup,
     SetupRole,
 };
 pub use session::{

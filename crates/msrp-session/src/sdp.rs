@@ -4,7 +4,10 @@
 use std::net::IpAddr;
 
 use rand::Rng;
-use sdp_types::{AddrType, Attribute, Connection, Media, NetType, Origin, Session, Setup, Time};
+use sdp_types::{AddrType, Attribute, Connection, Media, NetType, Origin, Session, Time};
+
+/// `a=setup` values (RFC 4145/6135), re-exported so callers need not depend on sdp-types.
+pub use sdp_types::Setup;
 
 use crate::uri::MsrpUri;
 
