@@ -97,7 +97,10 @@ pub fn init(
         None => None,
     };
     let result = match (format, log.clone()) {
-        (LogFormat::Text, None) => builder.with_writer(io::stderr).try_init(),
+        (LogFormat::Text, None) => builder
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .with_writer(io::stderr)
+            .try_init(),
         (LogFormat::Json, None) => builder
             .json()
             .flatten_event(true)

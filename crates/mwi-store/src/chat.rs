@@ -1,0 +1,86 @@
+//! Answering a chat INVITE (RFC 4975 §8 offer/answer, RFC 6135 roles): the part deposit and
+//! fetch share. It creates the MSRP session, answers 200 OK with our SDP (or 488 when the offer
+//! has no usable MSRP media) and starts the session in the negotiated role.
+
+use std::net::SocketAddr;
+
+use msrp_session::{build_answer, LocalMedia, MsrpSession, Negotiated};
+use sip_core::{InviteSession, ServerInvite};
+
+use crate::server::App;
+
+/// An answered chat: the SIP dialog and its MSRP session.
+#[derive(Debug)]
+pub struct ChatLeg {
+    pub dialog: InviteSession,
+    pub session: MsrpSession,
+    pub negotiated: Negotiated,
+    pub call_id: String,
+    pub peer: SocketAddr,
+}
+
+impl ChatLeg {
+    /// The peer takes `message/cpim` (so the original sender can travel in CPIM From).
+    pub fn accepts_cpim(&self) -> bool {
+        self.negotiated
+            .accept_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("message/cpim") || t == "*")
+    }
+
+    /// Hangs up from our side and ends the MSRP session.
+    pub async fn hang_up(&self) {
+        if let Err(e) = self.dialog.bye().await {
+            tracing::debug!(call_id = %self.call_id, error = %e, "BYE failed");
+        }
+        self.session.close();
+    }
+}
+
+/// Answers `invite` with an MSRP session; `None` after a rejection (488) or failure.
+pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<ChatLeg> {
+    let peer = invite.source().addr;
+    let session = app.msrp.create_session();
+    let local = LocalMedia::with_defaults(
+        session.local_path(),
+        Some(app.config.msrp.max_message_bytes),
+    );
+    let (answer, negotiated) = match build_answer(invite.body(), &local) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(call_id, peer = %peer, reason = %e, "INVITE refused: no usable MSRP offer (488)");
+            let _ = invite.reject(
+                488,
+                vec![(
+                    "Warning".into(),
+                    format!("304 mwi-store \"no usable MSRP media: {e}\""),
+                )],
+            );
+            return None;
+        }
+    };
+    let dialog = match invite.accept(answer.into_bytes()) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(call_id, peer = %peer, error = %e, "cannot answer INVITE");
+            return None;
+        }
+    };
+    let leg = ChatLeg {
+        dialog,
+        session,
+        negotiated,
+        call_id: call_id.to_string(),
+        peer,
+    };
+    if let Err(e) = leg
+        .session
+        .start(leg.negotiated.peer_path.clone(), leg.negotiated.role)
+        .await
+    {
+        tracing::info!(call_id, peer = %peer, error = %e, "MSRP session did not start; hanging up");
+        leg.hang_up().await;
+        return None;
+    }
+    Some(leg)
+}

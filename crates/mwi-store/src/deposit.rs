@@ -1,0 +1,373 @@
+//! Deposit (SPEC §1): answer a chat INVITE for an offline user, greet the caller, and commit
+//! every storable message to the store before its MSRP 200 goes out.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use message_store::{LimitExceeded, NewMessage, Source, StoreError};
+use msrp_session::cpim::{CpimAddress, CpimMessage};
+use msrp_session::{IncomingMessage, SessionEvent};
+use sip_core::{Aor, AssertedIdentity, DialogEvent, ServerInvite};
+use tokio::time::Instant;
+
+use crate::chat::{self, ChatLeg};
+use crate::config::MailboxFullPolicy;
+use crate::server::{call_id_of, mailbox_of, App};
+
+/// What a received body is, for the store.
+#[derive(Debug)]
+pub enum Classified {
+    /// Keep it; CPIM parsed when the body is `message/cpim`.
+    Store { cpim: Option<CpimMessage> },
+    /// Answered but not kept (is-composing, IMDN).
+    Ignore(&'static str),
+    /// 415: a type we do not keep.
+    Unsupported(String),
+    /// 400: a body that claims to be CPIM but is not.
+    Malformed(String),
+}
+
+/// `type/subtype` in lower case, parameters dropped.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_storable(media: &str, extra_types: &[String]) -> bool {
+    media.starts_with("text/")
+        || extra_types.iter().any(|t| {
+            let t = t.to_ascii_lowercase();
+            match t.strip_suffix("/*") {
+                Some(prefix) => media.split('/').next() == Some(prefix),
+                None => t == media,
+            }
+        })
+}
+
+fn is_notification(media: &str) -> Option<&'static str> {
+    match media {
+        "application/im-iscomposing+xml" => Some("is-composing"),
+        "message/imdn+xml" => Some("IMDN"),
+        _ => None,
+    }
+}
+
+/// Decides whether a body is kept (SPEC §1: text/*, message/cpim wrapping text/*, others per
+/// config; is-composing and IMDN are not stored).
+pub fn classify(content_type: &str, body: &[u8], extra_types: &[String]) -> Classified {
+    let media = media_type(content_type);
+    if let Some(what) = is_notification(&media) {
+        return Classified::Ignore(what);
+    }
+    if media == "message/cpim" {
+        let cpim = match CpimMessage::parse(body) {
+            Ok(c) => c,
+            Err(e) => return Classified::Malformed(format!("bad CPIM: {e}")),
+        };
+        let inner = media_type(cpim.content_type().unwrap_or("text/plain"));
+        if let Some(what) = is_notification(&inner) {
+            return Classified::Ignore(what);
+        }
+        if !is_storable(&inner, extra_types) {
+            return Classified::Unsupported(inner);
+        }
+        return Classified::Store { cpim: Some(cpim) };
+    }
+    if is_storable(&media, extra_types) {
+        Classified::Store { cpim: None }
+    } else {
+        Classified::Unsupported(media)
+    }
+}
+
+/// The row for a deposited body. The sender is the SIP-asserted caller; a CPIM From naming
+/// someone else is logged and not believed (SPEC §1).
+pub fn new_message(
+    mailbox: &Aor,
+    sender: &AssertedIdentity,
+    recipient: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    cpim: Option<&CpimMessage>,
+    source: Source,
+) -> NewMessage {
+    let mut message_id = None;
+    let mut sender_time = None;
+    let mut inner_content_type = None;
+    let mut subject = None;
+    if let Some(c) = cpim {
+        if let Some(from) = c.from() {
+            let claimed = Aor::parse(&from.uri).ok();
+            if claimed.as_ref() != Some(&sender.aor) {
+                tracing::warn!(
+                    mailbox = %mailbox,
+                    sender = %sender.aor,
+                    cpim_from = %from.uri,
+                    "CPIM From names someone else; storing the SIP-asserted sender"
+                );
+            }
+        }
+        message_id = c.imdn_message_id().map(str::to_string);
+        sender_time = c.datetime().map(|d| d.with_timezone(&Utc));
+        inner_content_type = c.content_type().map(str::to_string);
+        subject = c.subjects().first().map(|(_, s)| s.to_string());
+    }
+    NewMessage {
+        mailbox: mailbox.to_string(),
+        sender_aor: sender.aor.to_string(),
+        sender_name: sender.display_name.clone(),
+        sender_verified: sender.trusted,
+        recipient: recipient.to_string(),
+        content_type: content_type.to_string(),
+        inner_content_type,
+        body,
+        message_id,
+        sender_time,
+        received_at: Utc::now(),
+        source,
+        urgent: false,
+        subject,
+    }
+}
+
+/// Whether the mailbox can take another message at all (checked before answering).
+async fn mailbox_is_full(app: &App, mailbox: &str) -> bool {
+    match app.store.counts(mailbox).await {
+        Ok(c) => c.new + c.old >= app.config.store.max_messages_per_mailbox,
+        Err(_) => false,
+    }
+}
+
+/// The MSRP status for a refused deposit (RFC 4975 §7.3 codes).
+fn msrp_status_for(e: &StoreError) -> u16 {
+    match e {
+        StoreError::Limit(LimitExceeded::MessageTooLarge { .. }) => 413,
+        StoreError::Limit(_) => 403,
+        _ => 500,
+    }
+}
+
+/// Handles a chat INVITE that is not to the fetch URI.
+pub async fn handle_invite(
+    app: Arc<App>,
+    invite: ServerInvite,
+    identity: Option<AssertedIdentity>,
+) {
+    let call_id = call_id_of(invite.request());
+    let peer = invite.source().addr;
+    let Some(identity) = identity else {
+        tracing::info!(call_id, peer = %peer, "deposit refused: no usable From (400)");
+        let _ = invite.reject(400, Vec::new());
+        return;
+    };
+    if !identity.trusted && !app.config.deposit.accept_untrusted {
+        tracing::info!(call_id, peer = %peer, "deposit refused: source is not a trusted proxy (403)");
+        let _ = invite.reject(
+            403,
+            vec![app.warning("deposits are accepted only through the proxy")],
+        );
+        return;
+    }
+    let Some(mailbox) = mailbox_of(&app, invite.request()) else {
+        tracing::info!(call_id, peer = %peer, "deposit refused: no mailbox in the Request-URI (404)");
+        let _ = invite.reject(404, Vec::new());
+        return;
+    };
+    let full = mailbox_is_full(&app, &mailbox.to_string()).await;
+    if full && app.config.deposit.mailbox_full == MailboxFullPolicy::Reject {
+        tracing::info!(call_id, mailbox = %mailbox, peer = %peer, "deposit refused: mailbox full (486)");
+        let _ = invite.reject(
+            486,
+            vec![
+                app.warning("mailbox full"),
+                (
+                    "Reason".into(),
+                    "SIP;cause=486;text=\"mailbox full\"".into(),
+                ),
+            ],
+        );
+        return;
+    }
+    let recipient = sip_core::headers::header_value(&invite.request().headers, "To")
+        .and_then(|t| Aor::parse(&t).ok())
+        .map_or_else(|| mailbox.to_string(), |a| a.to_string());
+    let Some(leg) = chat::answer(&app, invite, &call_id).await else {
+        return;
+    };
+    tracing::info!(
+        call_id,
+        mailbox = %mailbox,
+        peer = %peer,
+        sender = %identity.aor,
+        verified = identity.trusted,
+        "deposit session started"
+    );
+    let mut leg = leg;
+    let (stored, reason) = run_session(&app, &mut leg, &mailbox, &identity, &recipient, full).await;
+    leg.session.close();
+    tracing::info!(call_id, mailbox = %mailbox, peer = %peer, stored, reason, "deposit session ended");
+}
+
+/// The greeting as the called user (CPIM when the caller takes it).
+fn greeting(
+    leg: &ChatLeg,
+    mailbox: &Aor,
+    caller: &AssertedIdentity,
+    text: &str,
+) -> (String, Bytes) {
+    let plain = "text/plain;charset=UTF-8";
+    if leg.accepts_cpim() {
+        let cpim = CpimMessage::new(
+            &CpimAddress::new(None, mailbox.to_string()),
+            &CpimAddress::new(caller.display_name.as_deref(), caller.aor.to_string()),
+            Some(Utc::now().fixed_offset()),
+            plain,
+            Bytes::copy_from_slice(text.as_bytes()),
+        );
+        ("message/cpim".to_string(), cpim.to_bytes())
+    } else {
+        (plain.to_string(), Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+async fn run_session(
+    app: &App,
+    leg: &mut ChatLeg,
+    mailbox: &Aor,
+    identity: &AssertedIdentity,
+    recipient: &str,
+    full: bool,
+) -> (u64, &'static str) {
+    let idle = app.config.idle_timeout();
+    let mut deadline = Instant::now() + idle;
+    let mut stored = 0u64;
+    let mut greeted = false;
+    loop {
+        tokio::select! {
+            ev = leg.dialog.next_event() => match ev {
+                Some(DialogEvent::Ack) | Some(DialogEvent::ReInvite) => {}
+                Some(DialogEvent::Bye) => return (stored, "caller hung up"),
+                Some(DialogEvent::Cancelled) => return (stored, "cancelled"),
+                Some(DialogEvent::Terminated(_)) | None => return (stored, "dialog ended"),
+            },
+            ev = leg.session.next_event() => match ev {
+                Some(SessionEvent::Bound) => {
+                    if !greeted {
+                        greeted = true;
+                        let text = if full {
+                            format!("{} (the mailbox is full: nothing can be kept)", app.config.deposit.greeting)
+                        } else {
+                            app.config.deposit.greeting.clone()
+                        };
+                        let (ct, body) = greeting(leg, mailbox, identity, &text);
+                        let sender = leg.session.sender();
+                        let call_id = leg.call_id.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = sender.send(&ct, body).await {
+                                tracing::debug!(call_id, error = %e, "greeting not delivered");
+                            }
+                        });
+                    }
+                }
+                Some(SessionEvent::Message(m)) => {
+                    deadline = Instant::now() + idle;
+                    if store_message(app, leg, mailbox, identity, recipient, m).await {
+                        stored += 1;
+                    }
+                }
+                Some(SessionEvent::Closed(_)) | None => {
+                    leg.hang_up().await;
+                    return (stored, "MSRP connection closed");
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                leg.hang_up().await;
+                return (stored, "idle timeout");
+            }
+            () = app.shutdown.cancelled() => {
+                leg.hang_up().await;
+                return (stored, "server shutting down");
+            }
+        }
+    }
+}
+
+/// Stores one complete message, then answers it. Returns true when it was stored.
+async fn store_message(
+    app: &App,
+    leg: &ChatLeg,
+    mailbox: &Aor,
+    identity: &AssertedIdentity,
+    recipient: &str,
+    m: IncomingMessage,
+) -> bool {
+    let IncomingMessage {
+        content_type,
+        body,
+        responder,
+        ..
+    } = m;
+    let cpim = match classify(&content_type, &body, &app.config.deposit.extra_types) {
+        Classified::Store { cpim } => cpim,
+        Classified::Ignore(what) => {
+            tracing::debug!(call_id = %leg.call_id, what, "notification answered, not stored");
+            responder.accept();
+            return false;
+        }
+        Classified::Unsupported(t) => {
+            tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
+            responder.reject(415);
+            return false;
+        }
+        Classified::Malformed(why) => {
+            tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, why, "message refused (400)");
+            responder.reject(400);
+            return false;
+        }
+    };
+    let bytes = body.len();
+    let row = new_message(
+        mailbox,
+        identity,
+        recipient,
+        &content_type,
+        body.to_vec(),
+        cpim.as_ref(),
+        Source::Msrp,
+    );
+    let started = std::time::Instant::now();
+    match app.store.insert(row).await {
+        Ok(id) => {
+            responder.accept();
+            tracing::info!(
+                call_id = %leg.call_id,
+                mailbox = %mailbox,
+                peer = %leg.peer,
+                sender = %identity.aor,
+                bytes,
+                id = id.0,
+                commit_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                "message stored"
+            );
+            let m = mailbox.to_string();
+            app.mailbox_changed(&m);
+            let _ = app.deposits.send(m);
+            true
+        }
+        Err(e) => {
+            let status = msrp_status_for(&e);
+            if status == 500 {
+                tracing::error!(call_id = %leg.call_id, mailbox = %mailbox, error = %e, "store failed; answered MSRP 500. Check disk space and the database file");
+            } else {
+                tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, why = %e, status, "message refused by a limit");
+            }
+            responder.reject(status);
+            false
+        }
+    }
+}
