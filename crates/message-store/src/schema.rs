@@ -95,6 +95,9 @@ const MIGRATIONS: &[&str] = &[V1];
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// WAL pages between automatic checkpoints (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// Opens the write connection: WAL, foreign keys, busy timeout, the configured `synchronous`,
 /// then brings the schema up to date.
 pub(crate) fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
@@ -113,6 +116,12 @@ pub(crate) fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError
     conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())?;
     conn.pragma_update(None, "foreign_keys", true)?;
     migrate(&mut conn)?;
+    // SQLite checkpoints inside the COMMIT that crosses this many WAL pages. Every batch dirties
+    // the same index leaves (one per active mailbox); checkpointing every ~40 MiB instead of
+    // SQLite's 4 MiB copies each of them into the database once instead of ten times (measured:
+    // 1.5-2x durable inserts/s with 1000 mailboxes). A restarted WAL is cut back to 64 MiB.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(conn)
 }
 
@@ -194,6 +203,10 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "FULL is 2");
+        let checkpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_PAGES);
         drop(conn);
         // Reopening runs no step again (a second CREATE TABLE would fail).
         let conn = open_writer(&config).unwrap();

@@ -50,10 +50,12 @@ async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> 
     let rate = total as f64 / secs;
     let mean_batch = stats.jobs as f64 / stats.commits.max(1) as f64;
     let mean_commit = stats.commit_micros.sum as f64 / stats.commit_micros.count.max(1) as f64;
+    let wal = std::fs::metadata(dir.path().join("bench.db-wal")).map_or(0, |m| m.len());
     println!(
         "{label}: {total} durable inserts in {secs:.2} s = {rate:.0}/s; {} commits, \
-         mean batch {mean_batch:.1}, mean commit {mean_commit:.0} µs",
-        stats.commits
+         mean batch {mean_batch:.1}, mean commit {mean_commit:.0} µs; WAL {} KiB",
+        stats.commits,
+        wal / 1024
     );
     assert_eq!(store.stats().await.unwrap().new, total);
     rate
