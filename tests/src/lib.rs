@@ -77,21 +77,13 @@ impl Server {
     /// Starts on an existing directory and database (restart tests).
     pub fn start_in(dir: tempfile::TempDir, db: PathBuf, extra_toml: &str) -> anyhow::Result<Self> {
         let config = dir.path().join("mwi-store.toml");
-        let sip_section = if extra_toml.contains("[sip]") {
-            String::new()
-        } else {
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\n".to_string()
-        };
-        let msrp_section = if extra_toml.contains("[msrp]") {
-            String::new()
-        } else {
-            "[msrp]\nlisten = \"127.0.0.1:0\"\n".to_string()
-        };
-        let text = format!(
-            "{sip_section}{msrp_section}[store]\npath = {:?}\n{extra_toml}\n",
+        let base = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n\
+             trusted_proxies = [\"127.0.0.1/32\"]\n[msrp]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\npath = {:?}\n",
             db.display().to_string()
         );
-        let text = merge_store_section(&text);
+        let text = merge_toml(&base, extra_toml)?;
         std::fs::write(&config, text)?;
         let mut child = Command::new(binary()?)
             .args(["serve", "--log-format", "json", "--config"])
@@ -230,21 +222,19 @@ impl Drop for Server {
     }
 }
 
-/// Folds a second `[store]` section from `extra_toml` into the first one (TOML forbids a
-/// table twice).
-fn merge_store_section(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut seen_store = false;
-    for line in text.lines() {
-        if line.trim() == "[store]" {
-            if seen_store {
-                continue;
+/// `extra` over `base`, table by table (TOML forbids a table twice).
+fn merge_toml(base: &str, extra: &str) -> anyhow::Result<String> {
+    let mut base: toml::Table = base.parse()?;
+    let extra: toml::Table = extra.parse().context("extra config is not TOML")?;
+    for (section, value) in extra {
+        match (base.get_mut(&section), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => b.extend(e),
+            (_, v) => {
+                base.insert(section, v);
             }
-            seen_store = true;
         }
-        out.push(line);
     }
-    out.join("\n")
+    Ok(toml::to_string(&base)?)
 }
 
 /// Prints the SKIPPED line the project promises when an external tool is missing.
@@ -258,4 +248,35 @@ pub fn skip_without(tool: &str, package: &str) -> bool {
         println!("SKIPPED: {tool} not found; install it with: apt-get install -y {package}");
     }
     !found
+}
+
+/// Test-side access to the running server's store (read-only use; claims are not touched).
+pub fn open_store(db: &Path) -> anyhow::Result<message_store::Store> {
+    let mut config = message_store::StoreConfig::new(db);
+    config.release_claims_on_open = false;
+    config.read_connections = 1;
+    Ok(message_store::Store::open(config)?)
+}
+
+/// A client endpoint: a SIP UA on UDP and an MSRP endpoint, both on `ip`.
+pub async fn client(
+    ip: &str,
+    server: &Server,
+    chunk_size: usize,
+) -> anyhow::Result<(
+    mwi_store::client::sip_uac::SipUac,
+    msrp_session::MsrpEndpoint,
+)> {
+    let uac = mwi_store::client::sip_uac::SipUac::bind(format!("{ip}:0").parse()?, server.sip_udp)
+        .await?;
+    let msrp = msrp_session::MsrpEndpoint::bind(
+        format!("{ip}:0").parse()?,
+        msrp_session::EndpointConfig {
+            chunk_size,
+            transaction_timeout: Duration::from_secs(5),
+            ..msrp_session::EndpointConfig::default()
+        },
+    )
+    .await?;
+    Ok((uac, msrp))
 }

@@ -2,4 +2,6 @@
 //! tests: a SIP user agent that deposits, fetches and subscribes like a phone would, and a
 //! stand-in presence server that answers PUBLISH.
 
+pub mod chat;
+pub mod presence;
 pub mod sip_uac;
