@@ -14,6 +14,7 @@ mod model;
 mod publication;
 mod queries;
 mod reader;
+mod republish;
 mod retention;
 mod row;
 mod schema;

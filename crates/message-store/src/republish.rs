@@ -19,15 +19,16 @@ CREATE TABLE republish_request (
 ) STRICT;
 "#;
 
-/// Queues `mailbox` when it holds messages received before `before` (µs), i.e. when the purge
-/// about to run will change its counts. One statement, run before the delete: if the delete
+/// Queues `mailbox` when it holds messages received before `cutoff` (any message when `None`),
+/// i.e. when the purge about to run will change its counts. One statement, run before the delete: if the delete
 /// then fails, the leftover request costs one needless PUBLISH, never a missed one.
 pub(crate) fn request_if_purging(
     cx: &JobContext<'_>,
     mailbox: &str,
-    before: i64,
+    cutoff: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let before = cutoff.map_or(i64::MAX, to_micros);
     cx.conn
         .prepare_cached(
             "INSERT OR IGNORE INTO republish_request(mailbox, requested_at)
@@ -114,7 +115,10 @@ mod tests {
         assert!(server.take_republish_requests().await.unwrap().is_empty());
 
         // An unknown mailbox queues nothing either.
-        assert_eq!(admin.purge("sip:nobody@example.com", None).await.unwrap(), 0);
+        assert_eq!(
+            admin.purge("sip:nobody@example.com", None).await.unwrap(),
+            0
+        );
         assert!(server.take_republish_requests().await.unwrap().is_empty());
 
         let purged = admin
@@ -130,7 +134,7 @@ mod tests {
             .insert(message(BOB, chrono::TimeDelta::zero()))
             .await
             .unwrap();
-        assert_eq!(admin.purge(BOB, None).await.unwrap(), 1);
+        assert_eq!(admin.purge(BOB, None).await.unwrap(), 2);
         assert_eq!(admin.purge(BOB, None).await.unwrap(), 0);
         assert_eq!(server.take_republish_requests().await.unwrap(), [BOB]);
         assert_eq!(server.counts(BOB).await.unwrap().new, 0);

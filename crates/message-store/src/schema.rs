@@ -90,7 +90,7 @@ END;
 "#;
 
 /// Every migration step, in order.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, crate::republish::SCHEMA_V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -224,18 +224,21 @@ mod tests {
         )
         .unwrap();
         let v2 = "ALTER TABLE mailbox ADD COLUMN note TEXT NOT NULL DEFAULT 'v2';";
-        migrate_with(&mut conn, &[V1, v2]).unwrap();
-        assert_eq!(user_version(&conn).unwrap(), 2);
+        let mut steps = MIGRATIONS.to_vec();
+        steps.push(v2);
+        migrate_with(&mut conn, &steps).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
         let (aor, note): (String, String) = conn
             .query_row("SELECT aor, note FROM mailbox", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
         assert_eq!((aor.as_str(), note.as_str()), ("sip:bob@example.com", "v2"));
-        // A failing step rolls back with its version bump: the file stays at version 2.
+        // A failing step rolls back with its version bump: the file stays where it was.
         let bad = "CREATE TABLE extra (x INTEGER); SELECT no_such_function();";
-        assert!(migrate_with(&mut conn, &[V1, v2, bad]).is_err());
-        assert_eq!(user_version(&conn).unwrap(), 2);
+        steps.push(bad);
+        assert!(migrate_with(&mut conn, &steps).is_err());
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
         let extra: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'extra'",

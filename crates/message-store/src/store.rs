@@ -18,6 +18,7 @@ use crate::model::{
 use crate::publication;
 use crate::queries;
 use crate::reader::Readers;
+use crate::republish;
 use crate::retention;
 use crate::schema;
 use crate::stats::WriterStats;
@@ -110,7 +111,9 @@ impl Store {
     }
 
     /// Deletes the messages of `mailbox` (only those received more than `older_than` ago when
-    /// given); returns how many. The caller republishes the mailbox.
+    /// given); returns how many. When any were, the mailbox is queued in the same transaction
+    /// for [`Store::take_republish_requests`], so the server republishes it even when another
+    /// process (the admin CLI) purged.
     pub async fn purge(
         &self,
         mailbox: &str,
@@ -124,8 +127,20 @@ impl Store {
         });
         let mailbox = mailbox.to_owned();
         self.writer
-            .call(move |cx| retention::purge_mailbox(cx, &mailbox, cutoff))
+            .call(move |cx| {
+                republish::request_if_purging(cx, &mailbox, cutoff, Utc::now())?;
+                retention::purge_mailbox(cx, &mailbox, cutoff)
+            })
             .await
+    }
+
+    /// Mailboxes purged (by any process) since the last call, to republish; a read when there
+    /// are none, so polling it every second is cheap.
+    pub async fn take_republish_requests(&self) -> Result<Vec<String>, StoreError> {
+        if !self.readers.read(republish::any_pending).await? {
+            return Ok(Vec::new());
+        }
+        self.writer.call(republish::take).await
     }
 
     /// The retention purge, called periodically: removes messages older than
