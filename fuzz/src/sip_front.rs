@@ -1,0 +1,96 @@
+//! SIP validation front (sip-core `ValidationFront`, `StreamFramer`): datagram mode and
+//! stream mode with arbitrary read boundaries. Properties:
+//! - nothing panics;
+//! - what is delivered parses in rsipstack, and delivering it again gives the same bytes
+//!   (normalisation is idempotent);
+//! - a stateless answer is a well-formed status line with `Content-Length: 0` and no body;
+//! - stream framing gives the same items however the bytes are cut, and the framer never
+//!   holds more than one head plus one body after it has been drained.
+
+use sip_core::framing::{StreamFramer, StreamItem};
+use sip_core::{Limits, ValidationFront, Verdict};
+
+use crate::split::StreamInput;
+
+/// Small limits, so the size checks are reachable from short inputs.
+const SMALL: Limits = Limits {
+    max_head_bytes: 512,
+    max_headers: 16,
+    max_body_bytes: 256,
+    max_connections: 8,
+};
+
+/// Limits loose enough that a normalised message (longer than its source: compact names
+/// expanded, lists split) is checked on its content only.
+const LOOSE: Limits = Limits {
+    max_head_bytes: 1 << 20,
+    max_headers: 1 << 16,
+    max_body_bytes: 1 << 20,
+    max_connections: 8,
+};
+
+/// Run every property on one input (see [`StreamInput`] for the format).
+pub fn check(data: &[u8]) {
+    let input = StreamInput::parse(data);
+    let limits = if input.small_limits {
+        SMALL
+    } else {
+        Limits::default()
+    };
+    let front = ValidationFront::new(limits, "fuzz");
+
+    assert_sane(&front.check_datagram(input.payload));
+
+    let whole = stream_items(&front, &[input.payload]);
+    let cut = stream_items(&front, &input.pieces());
+    assert_eq!(whole, cut, "stream items depend on read boundaries");
+}
+
+fn assert_sane(verdict: &Verdict) {
+    match verdict {
+        Verdict::Deliver { bytes, summary } => {
+            assert!(
+                rsipstack::sip::SipMessage::try_from(bytes.as_slice()).is_ok(),
+                "delivered message does not parse in rsipstack"
+            );
+            match ValidationFront::new(LOOSE, "fuzz").check_datagram(bytes) {
+                Verdict::Deliver {
+                    bytes: again,
+                    summary: summary_again,
+                } => {
+                    assert_eq!(&again, bytes, "normalisation is not idempotent");
+                    assert_eq!(&summary_again, summary, "summary changes on redelivery");
+                }
+                other => panic!("normalised message refused on redelivery: {other:?}"),
+            }
+        }
+        Verdict::Respond { status, bytes, .. } => {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(text.starts_with(&format!("SIP/2.0 {status} ")));
+            assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+            assert_eq!(text.matches("\r\n\r\n").count(), 1, "one empty line, no body");
+        }
+        Verdict::Drop { .. } => {}
+    }
+}
+
+/// Feed `pieces` in turn, draining after each; every verdict is checked on the way.
+fn stream_items(front: &ValidationFront, pieces: &[&[u8]]) -> Vec<StreamItem> {
+    let mut framer = StreamFramer::new(front.limits);
+    let mut items = Vec::new();
+    for piece in pieces {
+        framer.push(piece);
+        while let Some(item) = framer.next_item() {
+            if let Some(verdict) = front.check_stream_item(&item) {
+                assert_sane(&verdict);
+            }
+            items.push(item);
+        }
+        assert!(
+            framer.buffered() <= front.limits.max_head_bytes + front.limits.max_body_bytes,
+            "framer holds {} bytes after draining",
+            framer.buffered()
+        );
+    }
+    items
+}
