@@ -476,3 +476,10 @@ async fn counters_always_match_a_recount() {
     }
     assert_eq!(store.stats().await.unwrap().bytes, total_bytes);
 }
+
+#[test]
+fn the_handle_can_be_shared_across_tasks_and_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Store>();
+    shareable::<StoreError>();
+}
