@@ -29,23 +29,27 @@ async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> 
             let store = store.clone();
             tokio::spawn(async move {
                 let mailbox = format!("sip:user{}@example.com", task % 1000);
-                let mut n = 0u64;
+                let mut latencies = Vec::new();
                 while Instant::now() < deadline {
+                    let sent = Instant::now();
                     store
                         .insert(common::message(&mailbox, &body))
                         .await
                         .unwrap();
-                    n += 1;
+                    latencies.push(sent.elapsed());
                 }
-                n
+                latencies
             })
         })
         .collect();
-    let mut total = 0;
+    let mut latencies = Vec::new();
     for t in tasks {
-        total += t.await.unwrap();
+        latencies.extend(t.await.unwrap());
     }
     let secs = started.elapsed().as_secs_f64();
+    let total = latencies.len() as u64;
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
     let stats = store.writer_stats();
     let rate = total as f64 / secs;
     let mean_batch = stats.jobs as f64 / stats.commits.max(1) as f64;
@@ -53,9 +57,13 @@ async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> 
     let wal = std::fs::metadata(dir.path().join("bench.db-wal")).map_or(0, |m| m.len());
     println!(
         "{label}: {total} durable inserts in {secs:.2} s = {rate:.0}/s; {} commits, \
-         mean batch {mean_batch:.1}, mean commit {mean_commit:.0} µs; WAL {} KiB",
+         mean batch {mean_batch:.1}, mean commit {mean_commit:.0} µs; WAL {} KiB; \
+         insert latency p50 {} µs, p99 {} µs, max {} µs",
         stats.commits,
-        wal / 1024
+        wal / 1024,
+        at(0.5),
+        at(0.99),
+        at(1.0),
     );
     assert_eq!(store.stats().await.unwrap().new, total);
     rate
