@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Interop test: mwi-store behind a real Kamailio 5.6 (proxy, registrar, presence_mwi) on
+# loopback, driven by sipp and mwi-store's own test client. docs/deployment.md, "What
+# scripts/interop-kamailio.sh proves", describes each step.
+#
+#   bash scripts/interop-kamailio.sh            # builds mwi-store (debug) with cargo
+#   MWI_STORE_BIN=/path/to/mwi-store bash scripts/interop-kamailio.sh
+#
+# Addresses (all loopback; 127.0.0.0/8 is local on Linux):
+#   Kamailio  127.0.0.1:$KAM_PORT udp+tcp   the trusted proxy / presence server
+#   mwi-store 127.0.0.3:$MWI_PORT udp+tcp   MSRP on 127.0.0.3 (free port)
+#   alice, bob (clients, sipp)  127.0.0.1   behind Kamailio
+#   intruder                    127.0.0.2   not in trusted_proxies
+# One PASS/FAIL line per step; exits 1 if any step failed. Nothing waits more than 10 s.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+KAM_IP=127.0.0.1
+KAM_PORT=${KAM_PORT:-35060}
+MWI_IP=127.0.0.3
+MWI_PORT=${MWI_PORT:-35070}
+UNTRUSTED_IP=127.0.0.2
+SUB_PORT=${SUB_PORT:-35080}
+UNTRUSTED_PORT=${UNTRUSTED_PORT:-35090}
+MSRP_RELAY_PORT=${MSRP_RELAY_PORT:-35061}
+DOMAIN=example.com
+FETCH_URI="sip:offline@$DOMAIN"
+STEP_TIMEOUT=10
+
+install_hint="apt-get install -y kamailio kamailio-presence-modules kamailio-sqlite-modules sip-tester sqlite3"
+missing=()
+for cmd in kamailio sipp sqlite3; do
+  command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
+if command -v kamailio >/dev/null; then
+  for mod in presence presence_mwi db_sqlite sdpops msrp; do
+    compgen -G "/usr/lib/*/kamailio/modules/$mod.so" >/dev/null \
+      || compgen -G "/usr/lib*/kamailio/modules/$mod.so" >/dev/null \
+      || missing+=("kamailio module $mod")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "SKIPPED: interop-kamailio: missing ${missing[*]}; install with: $install_hint"
+  exit 0
+fi
+
+tmp=$(mktemp -d /tmp/mwi-interop-kamailio.XXXXXX)
+pids=()
+failures=0
+
+stop_all() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null
+  done
+  for pid in "${pids[@]}"; do
+    # Bounded: a process that ignores SIGTERM for 5 s is killed.
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null
+  done
+  pids=()
+}
+
+on_exit() {
+  stop_all
+  if [ "$failures" -eq 0 ]; then
+    rm -rf "$tmp"
+  else
+    echo "interop-kamailio: logs kept in $tmp"
+    for f in kamailio.log mwi-store.log; do
+      [ -f "$tmp/$f" ] && { echo "---- last lines of $f"; tail -n 40 "$tmp/$f"; }
+    done
+  fi
+}
+trap on_exit EXIT
+trap 'exit 1' INT TERM
+
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# Runs "$@" every 0.2 s until it succeeds or STEP_TIMEOUT seconds pass.
+wait_until() {
+  local deadline=$((SECONDS + STEP_TIMEOUT))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    "$@" && return 0
+    sleep 0.2
+  done
+  "$@"
+}
+
+tcp_listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# NOTIFY requests bob's sipp received, one per record, from sipp's -trace_msg file.
+notifies() {
+  awk 'BEGIN { RS = "----------------------------------------------- " }
+       /received/ && /\nNOTIFY sip:/ { print; print "\f" }' "$tmp/bob-sipp-messages.log" 2>/dev/null
+}
+
+# True when one NOTIFY body has every given line.
+notify_has() {
+  local IFS='|'
+  local want="$*"
+  notifies | awk -v RS='\f' -v want="$want" '
+    BEGIN { n = split(want, w, "|") }
+    { ok = 1; for (i = 1; i <= n; i++) if (index($0, w[i]) == 0) ok = 0; if (ok) found = 1 }
+    END { exit found ? 0 : 1 }'
+}
+
+# ---- mwi-store binary
+if [ -n "${MWI_STORE_BIN:-}" ]; then
+  bin=$MWI_STORE_BIN
+else
+  if ! cargo build -q -p mwi-store; then
+    fail "build: cargo build -p mwi-store"
+    exit 1
+  fi
+  bin=${CARGO_TARGET_DIR:-$repo/target}/debug/mwi-store
+fi
+[ -x "$bin" ] || { fail "build: $bin is not executable"; exit 1; }
+
+# ---- Kamailio: fresh database, generated parameters, foreground (-DD) so $! is its PID
+mkdir -p "$tmp/kamailio-run"
+if ! bash "$repo/examples/kamailio/create-db.sh" "$tmp/presence.sqlite" >"$tmp/create-db.log" 2>&1; then
+  fail "start: create-db.sh ($(tail -n 1 "$tmp/create-db.log"))"
+  exit 1
+fi
+kamailio -f "$repo/examples/kamailio/kamailio.cfg" -DD -E -Y "$tmp/kamailio-run" \
+  -A WITH_MSRP_RELAY \
+  --substdef="!KAM_IP!$KAM_IP!g" --substdef="!KAM_PORT!$KAM_PORT!g" \
+  --substdef="!KAM_DOMAIN!$DOMAIN!g" --substdef="!KAM_DB_URL!sqlite://$tmp/presence.sqlite!g" \
+  --substdef="!MWISTORE_IP!$MWI_IP!g" --substdef="!MWISTORE_PORT!$MWI_PORT!g" \
+  --substdef="!FETCH_USER!offline!g" --substdef="!CHAT_RING_MS!3000!g" \
+  --substdef="!MSRP_RELAY_PORT!$MSRP_RELAY_PORT!g" \
+  >"$tmp/kamailio.log" 2>&1 &
+pids+=($!)
+
+# ---- mwi-store: the example config's keys, loopback addresses, a store in the temp dir
+cat >"$tmp/mwi-store.toml" <<EOF
+[sip]
+listen = ["udp:$MWI_IP:$MWI_PORT", "tcp:$MWI_IP:$MWI_PORT"]
+trusted_proxies = ["$KAM_IP/32"]
+[msrp]
+listen = "$MWI_IP:0"
+[store]
+path = "$tmp/mwi-store.db"
+synchronous = "normal"
+[fetch]
+uri = "$FETCH_URI"
+[mwi]
+mode = "publish"
+proxy = "udp:$KAM_IP:$KAM_PORT"
+[log]
+level = "info"
+EOF
+"$bin" serve --config "$tmp/mwi-store.toml" >"$tmp/mwi-store.log" 2>&1 &
+pids+=($!)
+
+if wait_until tcp_listening "$KAM_IP" "$KAM_PORT" && wait_until tcp_listening "$MWI_IP" "$MWI_PORT"; then
+  pass "start: Kamailio on $KAM_IP:$KAM_PORT, mwi-store on $MWI_IP:$MWI_PORT"
+else
+  fail "start: Kamailio or mwi-store not listening"
+  exit 1
+fi
+
+# ---- 1. bob subscribes to his message-summary at Kamailio (sipp answers every NOTIFY)
+sipp -sf "$repo/scripts/sipp/mwi-subscribe.xml" -s bob -key domain "$DOMAIN" -m 1 \
+  -i "$KAM_IP" -p "$SUB_PORT" -t u1 -nostdin -timeout 90s \
+  -trace_msg -message_file "$tmp/bob-sipp-messages.log" \
+  "$KAM_IP:$KAM_PORT" >"$tmp/bob-sipp.out" 2>&1 &
+pids+=($!)
+if wait_until notify_has "Subscription-State: active" "Event: message-summary"; then
+  pass "1 SUBSCRIBE message-summary for bob at Kamailio: 200 and a first NOTIFY"
+else
+  fail "1 SUBSCRIBE message-summary for bob: no NOTIFY within ${STEP_TIMEOUT}s"
+fi
+
+# ---- 2. alice chats with bob (not registered) through Kamailio; mwi-store takes 3 messages
+if timeout "$STEP_TIMEOUT" "$bin" client deposit --proxy "udp:$KAM_IP:$KAM_PORT" \
+  --from "sip:alice@$DOMAIN" --to "sip:bob@$DOMAIN" --local "$KAM_IP:0" \
+  "first message" "second message" "third message" >"$tmp/deposit.out" 2>&1; then
+  if grep -q "I am offline" "$tmp/deposit.out"; then
+    pass "2 chat INVITE alice -> bob via Kamailio answered by mwi-store, greeting, 3 messages 200"
+  else
+    fail "2 deposit: no greeting in the client output"
+  fi
+else
+  fail "2 deposit via Kamailio: client exited non-zero ($(tail -n 1 "$tmp/deposit.out"))"
+fi
+
+# ---- 3. mwi-store PUBLISHes, Kamailio NOTIFYs bob: yes, 3 new text messages
+if wait_until notify_has "Messages-Waiting: yes" "Text-Message: 3/0" "Message-Account: $FETCH_URI"; then
+  pass "3 NOTIFY to bob relayed from mwi-store's PUBLISH: Messages-Waiting: yes, Text-Message: 3/0"
+else
+  fail "3 no NOTIFY with Messages-Waiting: yes and Text-Message: 3/0 within ${STEP_TIMEOUT}s"
+fi
+
+# ---- 4. bob fetches through Kamailio, gets alice's 3 messages, BYE; then Messages-Waiting: no
+if timeout "$STEP_TIMEOUT" "$bin" client fetch --proxy "udp:$KAM_IP:$KAM_PORT" \
+  --as "sip:bob@$DOMAIN" --fetch-uri "$FETCH_URI" --local "$KAM_IP:0" \
+  >"$tmp/fetch.out" 2>&1; then
+  got=$(grep -c "^FROM sip:alice@$DOMAIN AT .*: \(first\|second\|third\) message$" "$tmp/fetch.out")
+  if [ "$got" -eq 3 ]; then
+    pass "4a fetch via Kamailio: 3 messages from sip:alice@$DOMAIN, then BYE"
+  else
+    fail "4a fetch via Kamailio: $got of 3 messages from alice (see $tmp/fetch.out)"
+  fi
+else
+  fail "4a fetch via Kamailio: client exited non-zero ($(tail -n 1 "$tmp/fetch.out"))"
+fi
+if wait_until notify_has "Messages-Waiting: no" "Text-Message: 0/0"; then
+  pass "4b NOTIFY to bob after the fetch: Messages-Waiting: no"
+else
+  fail "4b no NOTIFY with Messages-Waiting: no within ${STEP_TIMEOUT}s"
+fi
+
+# ---- 5. the same fetch straight to mwi-store from an untrusted address: 403
+if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/fetch-untrusted.xml" -s offline \
+  -key domain "$DOMAIN" -key caller bob -m 1 -i "$UNTRUSTED_IP" -p "$UNTRUSTED_PORT" -t u1 \
+  -nostdin -timeout 8s "$MWI_IP:$MWI_PORT" >"$tmp/untrusted-sipp.out" 2>&1; then
+  pass "5 fetch INVITE from $UNTRUSTED_IP straight to mwi-store: 403"
+else
+  fail "5 fetch INVITE from $UNTRUSTED_IP: no 403 (see $tmp/untrusted-sipp.out)"
+fi
+
+stop_all
+if [ "$failures" -eq 0 ]; then
+  echo "interop-kamailio: all steps passed"
+  exit 0
+fi
+echo "interop-kamailio: $failures step(s) failed"
+exit 1
