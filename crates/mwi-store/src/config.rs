@@ -22,6 +22,7 @@ pub struct Config {
     pub mwi: MwiSection,
     pub deposit: DepositSection,
     pub log: LogSection,
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -247,6 +248,14 @@ pub struct LogSection {
     pub log_bodies: bool,
 }
 
+/// Prometheus endpoint (`crate::metrics`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `host:port` serving `GET /metrics`; empty (the default) serves nothing.
+    pub listen: String,
+}
+
 impl Default for LogSection {
     fn default() -> Self {
         Self {
@@ -394,7 +403,21 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("key `log.level` = {:?}: {e}", self.log.level))?;
+        self.metrics_listen()?;
         Ok(())
+    }
+
+    /// The parsed metrics address; `None` when metrics are off.
+    pub fn metrics_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.metrics.listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics.listen.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "key `metrics.listen` = {:?}: expected host:port such as 127.0.0.1:9090, or \"\" for off ({e})",
+                self.metrics.listen
+            )
+        })
     }
 
     /// The parsed SIP listen addresses (validated by [`Config::validate`]).

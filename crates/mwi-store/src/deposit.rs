@@ -199,6 +199,7 @@ pub async fn handle_invite(
     let Some(leg) = chat::answer(&app, invite, &call_id).await else {
         return;
     };
+    let _active = crate::metrics::METRICS.deposit_session();
     tracing::info!(
         call_id,
         mailbox = %mailbox,
@@ -343,6 +344,7 @@ async fn store_message(
     let started = std::time::Instant::now();
     match app.store.insert(row).await {
         Ok(id) => {
+            crate::metrics::METRICS.stored(Source::Msrp, bytes);
             responder.accept();
             tracing::info!(
                 call_id = %leg.call_id,

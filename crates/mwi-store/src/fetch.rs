@@ -33,6 +33,7 @@ pub async fn handle_invite(
     let Some(mut leg) = chat::answer(&app, invite, &call_id).await else {
         return;
     };
+    let _active = crate::metrics::METRICS.fetch_session();
     tracing::info!(
         call_id,
         mailbox,
@@ -260,6 +261,7 @@ async fn deliver(app: &App, leg: &mut ChatLeg, mailbox: &str) -> Outcome {
         }
     }
     let delivered = delivery.delivered();
+    crate::metrics::METRICS.delivered(delivered);
     match interrupted {
         None => Outcome::Finished { delivered },
         Some((reason, hang_up)) => {

@@ -1,4 +1,5 @@
-//! `mwi-store` command line: `serve` runs the server; `check-config` validates a file.
+//! `mwi-store` command line: `serve` runs the server; `check-config` validates a file;
+//! `mailbox` and `stats` are the admin commands.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,11 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Look into and purge mailboxes (safe while the server runs).
+    #[command(subcommand)]
+    Mailbox(mwi_store::admin::MailboxCommand),
+    /// Whole-store figures: mailboxes, messages, bytes, file sizes.
+    Stats(mwi_store::admin::StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +97,8 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(mwi_store::server::run(config, log))
         }
+        Command::Mailbox(command) => mwi_store::admin::run_mailbox(command),
+        Command::Stats(args) => mwi_store::admin::run_stats(args),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

@@ -278,6 +278,7 @@ impl Driver {
                 let Some(p) = self.publications.get_mut(&mailbox) else {
                     return;
                 };
+                crate::metrics::METRICS.publish_outcome(outcome.as_ref().map(|o| o.status));
                 match outcome {
                     Some(o) => {
                         tracing::info!(

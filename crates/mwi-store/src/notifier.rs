@@ -335,6 +335,7 @@ impl Task {
             let commands = self.commands.clone();
             let dialog_id = id.to_string();
             tracing::info!(mailbox = %e.mailbox, state = %n.subscription_state, "NOTIFY sent");
+            crate::metrics::METRICS.notify_sent();
             tokio::spawn(async move {
                 let result = handle
                     .notify(

@@ -83,6 +83,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     }
     match app.store.insert(row).await {
         Ok(id) => {
+            crate::metrics::METRICS.stored(Source::SipMessage, bytes);
             let _ = req.reply(202, Vec::new(), None).await;
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, sender = %identity.aor, bytes, id = id.0, "message stored (MESSAGE)");
             let m = mailbox.to_string();

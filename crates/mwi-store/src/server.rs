@@ -206,6 +206,8 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
     });
 
     spawn_retention(app.clone(), &tracker);
+    crate::republish::spawn(app.clone(), &tracker);
+    crate::metrics::spawn(app.clone(), &tracker).await?;
 
     let sip_addrs: Vec<String> = app
         .sip
