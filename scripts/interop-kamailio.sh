@@ -24,6 +24,7 @@ MWI_PORT=${MWI_PORT:-35070}
 UNTRUSTED_IP=127.0.0.2
 SUB_PORT=${SUB_PORT:-35080}
 UNTRUSTED_PORT=${UNTRUSTED_PORT:-35090}
+BUSY_PORT=${BUSY_PORT:-35100}
 MSRP_RELAY_PORT=${MSRP_RELAY_PORT:-35061}
 DOMAIN=example.com
 FETCH_URI="sip:offline@$DOMAIN"
@@ -225,6 +226,39 @@ if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/fetch-untrusted.xml" -s 
   pass "5 fetch INVITE from $UNTRUSTED_IP straight to mwi-store: 403"
 else
   fail "5 fetch INVITE from $UNTRUSTED_IP: no 403 (see $tmp/untrusted-sipp.out)"
+fi
+
+# The latest message-summary body Kamailio holds for a user (its presentity table).
+presentity_body() {
+  sqlite3 "$tmp/presence.sqlite" "SELECT body FROM presentity WHERE username='$1' AND domain='$DOMAIN'
+    AND event='message-summary' ORDER BY received_time DESC, id DESC LIMIT 1" 2>/dev/null
+}
+presentity_has() { presentity_body "$1" | grep -q "$2"; }
+
+# ---- 7. page-mode MESSAGE to carol (not registered): stored, then published to Kamailio
+if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/message-send.xml" -s carol \
+  -key domain "$DOMAIN" -key caller alice -key text "page mode hello" -m 1 -i "$KAM_IP" \
+  -p "$UNTRUSTED_PORT" -t u1 -nostdin -timeout 8s "$KAM_IP:$KAM_PORT" >"$tmp/carol-sipp.out" 2>&1 \
+  && wait_until presentity_has carol "Text-Message: 1/0"; then
+  pass "7 MESSAGE alice -> carol (not registered) via Kamailio: 2xx from mwi-store, presentity 1/0"
+else
+  fail "7 MESSAGE to unregistered carol: no 2xx or no PUBLISH (presentity: $(presentity_body carol | tr '\r\n' '  '))"
+fi
+
+# ---- 8. dave is registered but busy (486): failure_route sends the MESSAGE to mwi-store
+sipp -sf "$repo/scripts/sipp/busy-uas.xml" -m 1 -i "$KAM_IP" -p "$BUSY_PORT" -t u1 -nostdin \
+  -timeout 20s >"$tmp/dave-sipp.out" 2>&1 &
+pids+=($!)
+if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/register.xml" -s dave -key domain "$DOMAIN" \
+  -key contact "sip:dave@$KAM_IP:$BUSY_PORT" -m 1 -i "$KAM_IP" -p "$UNTRUSTED_PORT" -t u1 \
+  -nostdin -timeout 8s "$KAM_IP:$KAM_PORT" >"$tmp/dave-register.out" 2>&1 \
+  && timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/message-send.xml" -s dave \
+  -key domain "$DOMAIN" -key caller alice -key text "are you there" -m 1 -i "$KAM_IP" \
+  -p "$UNTRUSTED_PORT" -t u1 -nostdin -timeout 8s "$KAM_IP:$KAM_PORT" >"$tmp/dave-sipp-send.out" 2>&1 \
+  && wait_until presentity_has dave "Text-Message: 1/0"; then
+  pass "8 MESSAGE to registered dave answered 486: failure_route stored it in mwi-store, presentity 1/0"
+else
+  fail "8 failure_route for busy dave (see $tmp/dave-*.out)"
 fi
 
 stop_all
