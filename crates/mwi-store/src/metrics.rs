@@ -29,6 +29,9 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const MAX_CONNECTIONS: usize = 8;
 /// A scraper must send its request head within this time.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// After answering, at most this much further input is read and dropped, for at most this long.
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// The process-wide counters.
 pub static METRICS: Metrics = Metrics::new();
@@ -388,6 +391,19 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;
+    // Read what the client still sends (bounded) before closing: closing a socket with unread
+    // input sends RST, which can destroy the response before the client reads it.
+    let mut sink = [0u8; 1024];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_one(app: &App, mut stream: TcpStream) {
