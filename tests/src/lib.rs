@@ -88,7 +88,10 @@ impl Server {
         let mut child = Command::new(binary()?)
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("MWI_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

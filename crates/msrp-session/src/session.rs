@@ -173,16 +173,27 @@ pub struct MsrpSender {
 impl MsrpSender {
     /// Send a message (chunked if larger than the chunk size); resolves when every chunk
     /// got its 200, on the first error status, or on timeout. Several may be in flight.
-    pub async fn send(&self, content_type: &str, body: Bytes) -> Result<(), SendError> {
+    ///
+    /// The message is queued when this is called, not when the future is first polled, so
+    /// messages go out in call order even when their futures are awaited on other tasks.
+    pub fn send(
+        &self,
+        content_type: &str,
+        body: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        self.cmd
+        let queued = self
+            .cmd
             .send(Command::Send {
                 content_type: content_type.to_string(),
                 body,
                 reply,
             })
-            .map_err(|_| SendError::Closed)?;
-        rx.await.unwrap_or(Err(SendError::Closed))
+            .map_err(|_| SendError::Closed);
+        async move {
+            queued?;
+            rx.await.unwrap_or(Err(SendError::Closed))
+        }
     }
 }
 
@@ -240,9 +251,13 @@ impl MsrpSession {
         self.events.recv().await
     }
 
-    /// See [`MsrpSender::send`].
-    pub async fn send(&self, content_type: &str, body: Bytes) -> Result<(), SendError> {
-        self.sender.send(content_type, body).await
+    /// See [`MsrpSender::send`] (queued at call time).
+    pub fn send(
+        &self,
+        content_type: &str,
+        body: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
+        self.sender.send(content_type, body)
     }
 
     /// A handle for sending from another task.

@@ -70,12 +70,15 @@ pub async fn handle_invite(
             reason,
             hang_up,
         } => {
+            tracing::info!(call_id, mailbox, peer = %peer, delivered, left_waiting = released, reason, "fetch interrupted");
+            // Republish before the BYE, which may wait for a peer that is gone.
+            app.mailbox_changed(&mailbox);
             if hang_up {
                 leg.hang_up().await;
             } else {
                 leg.session.close();
             }
-            tracing::info!(call_id, mailbox, peer = %peer, delivered, left_waiting = released, reason, "fetch interrupted");
+            return;
         }
     }
     app.mailbox_changed(&mailbox);
@@ -168,11 +171,11 @@ async fn deliver(app: &App, leg: &mut ChatLeg, mailbox: &str) -> Outcome {
                 received_at: m.received_at,
             };
             let out = render(&view, cpim, &render_config);
-            let sender = leg.session.sender();
+            // Queued now, so SENDs leave oldest first; awaited on its own task.
+            let sent = leg.session.send(&out.content_type, out.body);
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let result = sender.send(&out.content_type, out.body).await;
-                let _ = done.send((id, result));
+                let _ = done.send((id, sent.await));
             });
         }
         if delivery.is_finished() {
@@ -209,6 +212,10 @@ async fn deliver(app: &App, leg: &mut ChatLeg, mailbox: &str) -> Outcome {
                             if delivery.on_delivered(&id) {
                                 acked.push(id);
                             }
+                        }
+                        Err(SendError::Closed) => {
+                            interrupted.get_or_insert(("MSRP connection lost", true));
+                            delivery.on_failed(&id);
                         }
                         Err(e) => {
                             tracing::info!(call_id = %leg.call_id, mailbox, id = id.0, error = %e, "SEND not acknowledged; the rest stays waiting");
