@@ -235,6 +235,18 @@ presentity_body() {
 }
 presentity_has() { presentity_body "$1" | grep -q "$2"; }
 
+# ---- 6. alice's MSRP goes through Kamailio's msrp module (RFC 4976 relay) to mwi-store
+if ! command -v python3 >/dev/null; then
+  fail "6 MSRP relay: python3 missing (scripts/msrp-relay-deposit.py is the relay-aware caller)"
+elif timeout "$STEP_TIMEOUT" python3 "$repo/scripts/msrp-relay-deposit.py" \
+  --proxy "$KAM_IP:$KAM_PORT" --relay "$KAM_IP:$MSRP_RELAY_PORT" --from "sip:alice@$DOMAIN" \
+  --to "sip:erin@$DOMAIN" "through the relay, one" "through the relay, two" >"$tmp/relay.out" 2>&1 \
+  && wait_until presentity_has erin "Text-Message: 2/0"; then
+  pass "6 chat alice -> erin with MSRP via Kamailio's msrp relay: 2 messages stored (Success-Report), presentity 2/0"
+else
+  fail "6 MSRP relay deposit: $(tail -n 1 "$tmp/relay.out")"
+fi
+
 # ---- 7. page-mode MESSAGE to carol (not registered): stored, then published to Kamailio
 if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/message-send.xml" -s carol \
   -key domain "$DOMAIN" -key caller alice -key text "page mode hello" -m 1 -i "$KAM_IP" \
