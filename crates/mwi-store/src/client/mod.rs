@@ -5,3 +5,4 @@
 pub mod chat;
 pub mod presence;
 pub mod sip_uac;
+pub mod subscribe;
