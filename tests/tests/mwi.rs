@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use e2e_tests::{client, Server};
 use msrp_session::MsrpEndpoint;
 use mwi_store::client::chat::{call, CallOptions};
-use mwi_store::client::presence::{PresenceServer, Publish};
+use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::SipUac;
 use mwi_store::client::subscribe::subscribe;
 
@@ -25,22 +24,6 @@ async fn deposit(uac: &SipUac, msrp: &MsrpEndpoint, n: usize) -> anyhow::Result<
     }
     chat.bye(uac, WAIT).await?;
     Ok(())
-}
-
-/// Accepts PUBLISHes until one carries `want`; returns it and its new ETag.
-async fn until(presence: &mut PresenceServer, want: &str) -> anyhow::Result<(Publish, String)> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let p = presence
-            .next_publish(left)
-            .await
-            .with_context(|| format!("waiting for {want:?}"))?;
-        let etag = presence.accept(&p).await?;
-        if p.body.contains(want) {
-            return Ok((p, etag));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
