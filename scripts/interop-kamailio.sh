@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions run through trap and wait_until
 # Interop test: mwi-store behind a real Kamailio 5.6 (proxy, registrar, presence_mwi) on
 # loopback, driven by sipp and mwi-store's own test client. docs/deployment.md, "What
 # scripts/interop-kamailio.sh proves", describes each step.
@@ -14,7 +15,7 @@
 # One PASS/FAIL line per step; exits 1 if any step failed. Nothing waits more than 10 s.
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 repo=$PWD
 
 KAM_IP=127.0.0.1
