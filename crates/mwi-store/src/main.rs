@@ -33,6 +33,9 @@ enum Command {
     Mailbox(mwi_store::admin::MailboxCommand),
     /// Whole-store figures: mailboxes, messages, bytes, file sizes.
     Stats(mwi_store::admin::StatsArgs),
+    /// Deposit, fetch or subscribe like a phone (demo and interop tests).
+    #[command(subcommand)]
+    Client(mwi_store::client::cli::ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +102,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Mailbox(command) => mwi_store::admin::run_mailbox(command),
         Command::Stats(args) => mwi_store::admin::run_stats(args),
+        Command::Client(command) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(mwi_store::client::cli::run(command)),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

@@ -3,6 +3,7 @@
 //! stand-in presence server that answers PUBLISH.
 
 pub mod chat;
+pub mod cli;
 pub mod presence;
 pub mod sip_uac;
 pub mod subscribe;
