@@ -359,22 +359,31 @@ pub fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Reads a request head: `Ok(None)` when the peer closed early, `Err` past the size limit.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// How reading a request head ended.
+enum Head {
+    /// The bytes before the blank line.
+    Complete(Vec<u8>),
+    /// More than [`MAX_REQUEST_BYTES`] without a blank line.
+    TooLarge,
+    /// The peer closed or the connection failed first.
+    Gone,
+}
+
+async fn read_head(stream: &mut TcpStream) -> Head {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Head::Gone,
+            Ok(n) => n,
+        };
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
         if let Some(end) = head_end(&buf) {
             buf.truncate(end);
-            return Ok(Some(buf));
+            return Head::Complete(buf);
         }
         if buf.len() > MAX_REQUEST_BYTES {
-            return Err(std::io::Error::other("request head too large"));
+            return Head::TooLarge;
         }
     }
 }
@@ -408,9 +417,9 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
 
 async fn serve_one(app: &App, mut stream: TcpStream) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) | Err(_) => return,
-        Ok(Err(_)) => {
+        Ok(Head::Complete(head)) => head,
+        Ok(Head::Gone) | Err(_) => return,
+        Ok(Head::TooLarge) => {
             respond(
                 &mut stream,
                 "431 Request Header Fields Too Large",
@@ -477,7 +486,9 @@ pub async fn spawn(app: Arc<App>, tracker: &TaskTracker) -> anyhow::Result<Optio
             let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of file descriptors, typically: pause instead of spinning.
                     tracing::debug!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
