@@ -21,5 +21,9 @@ pub fn check(data: &[u8]) {
         message.content_type(),
     );
     let again = CpimMessage::parse(&message.to_bytes());
-    assert_eq!(again.as_ref(), Ok(&message), "CPIM round trip changed the message");
+    assert_eq!(
+        again.as_ref(),
+        Ok(&message),
+        "CPIM round trip changed the message"
+    );
 }

@@ -68,7 +68,11 @@ fn assert_sane(verdict: &Verdict) {
             let text = String::from_utf8_lossy(bytes);
             assert!(text.starts_with(&format!("SIP/2.0 {status} ")));
             assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
-            assert_eq!(text.matches("\r\n\r\n").count(), 1, "one empty line, no body");
+            assert_eq!(
+                text.matches("\r\n\r\n").count(),
+                1,
+                "one empty line, no body"
+            );
         }
         Verdict::Drop { .. } => {}
     }

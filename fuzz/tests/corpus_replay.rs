@@ -21,8 +21,15 @@ fn corpora_and_regressions_hold() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (name, check) in mwi_store_fuzz::TARGETS {
         let seeds = files(&root.join("corpus").join(name));
-        assert!(seeds.len() >= 3, "{name}: seed corpus has {} files", seeds.len());
-        for file in seeds.iter().chain(&files(&root.join("regressions").join(name))) {
+        assert!(
+            seeds.len() >= 3,
+            "{name}: seed corpus has {} files",
+            seeds.len()
+        );
+        for file in seeds
+            .iter()
+            .chain(&files(&root.join("regressions").join(name)))
+        {
             let data = std::fs::read(file).expect("corpus file readable");
             eprintln!("{name}: {}", file.display());
             check(&data);
