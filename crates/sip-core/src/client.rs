@@ -61,6 +61,7 @@ impl SipEndpoint {
             t = match local.transport {
                 Transport::Udp => "UDP",
                 Transport::Tcp => "TCP",
+                Transport::Tls => "TLS",
             },
             via = host_port(local.addr),
             branch = new_branch(),

@@ -1,4 +1,4 @@
-//! The endpoint the binary drives: binds the listeners behind the validation front, runs
+//! The endpoint the binary drives: binds the listeners (UDP, TCP, TLS) behind the validation front, runs
 //! rsipstack's transaction and dialog layers, and turns every new server transaction into an
 //! [`IncomingRequest`] — except OPTIONS (answered here, RFC 3261 §11.2) and requests inside a
 //! known dialog (ACK, BYE, re-INVITE, handled by the dialog's own task).
@@ -7,7 +7,9 @@ use crate::error::StartError;
 use crate::framing::Limits;
 use crate::server_invite::{spawn_invite_events, ServerInvite};
 use crate::server_request::ServerRequest;
-use crate::transport::{start_tcp_front, start_udp_front, FrontStats, RSIPSTACK_UDP_BUF};
+use crate::transport::{
+    start_tcp_front, start_tls_front, start_udp_front, FrontStats, RSIPSTACK_UDP_BUF,
+};
 use crate::validate::ValidationFront;
 use rsipstack::dialog::dialog::Dialog;
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -32,6 +34,8 @@ use tracing::debug;
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2.1); we accept it, we do not connect out with it.
+    Tls,
 }
 
 impl Transport {
@@ -39,6 +43,7 @@ impl Transport {
         match self {
             Transport::Udp => rsipstack::sip::Transport::Udp,
             Transport::Tcp => rsipstack::sip::Transport::Tcp,
+            Transport::Tls => rsipstack::sip::Transport::Tls,
         }
     }
 }
@@ -48,6 +53,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -70,6 +76,13 @@ impl ListenAddr {
     pub fn tcp(addr: SocketAddr) -> Self {
         ListenAddr {
             transport: Transport::Tcp,
+            addr,
+        }
+    }
+
+    pub fn tls(addr: SocketAddr) -> Self {
+        ListenAddr {
+            transport: Transport::Tls,
             addr,
         }
     }
@@ -130,6 +143,9 @@ pub struct SipEndpointConfig {
     pub credentials: Option<Credentials>,
     /// Capacity of the incoming-request channel; when full, new requests get 503.
     pub incoming_capacity: usize,
+    /// Certificate and key for `tls` listeners (see [`crate::tls`]); required when one is
+    /// configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SipEndpointConfig {
@@ -143,6 +159,7 @@ impl Default for SipEndpointConfig {
             limits: Limits::default(),
             credentials: None,
             incoming_capacity: 1024,
+            tls: None,
         }
     }
 }
@@ -197,10 +214,10 @@ impl Shared {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
         };
-        let suffix = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
+        let suffix = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         };
         format!(
             "sip:{}@{host}:{}{suffix}",
@@ -259,6 +276,11 @@ impl SipEndpoint {
         if config.listen.is_empty() {
             return Err(StartError::NoListener);
         }
+        if let Some(l) = config.listen.iter().find(|l| l.transport == Transport::Tls) {
+            if config.tls.is_none() {
+                return Err(StartError::NoTlsCertificate(*l));
+            }
+        }
         let cancel = CancellationToken::new();
         let stats = Arc::new(FrontStats::default());
         let server = config.user_agent.clone();
@@ -307,21 +329,39 @@ impl SipEndpoint {
             .with_transport_layer(transport_layer)
             .build();
         for l in &config.listen {
-            if l.transport == Transport::Tcp {
-                let inner = endpoint.inner.clone();
-                let add: crate::transport::AddConnection =
-                    Arc::new(move |c| inner.transport_layer.add_connection(c));
-                let bound = start_tcp_front(
-                    l.addr,
-                    tcp_front.clone(),
-                    stats.clone(),
-                    add,
-                    cancel.child_token(),
-                )
-                .await
-                .map_err(|e| StartError::Bind(*l, e))?;
-                local.push(ListenAddr::tcp(bound));
+            let inner = endpoint.inner.clone();
+            let add: crate::transport::AddConnection =
+                Arc::new(move |c| inner.transport_layer.add_connection(c));
+            let bound = match (l.transport, &config.tls) {
+                (Transport::Udp, _) => continue,
+                (Transport::Tcp, _) => {
+                    start_tcp_front(
+                        l.addr,
+                        tcp_front.clone(),
+                        stats.clone(),
+                        add,
+                        cancel.child_token(),
+                    )
+                    .await
+                }
+                (Transport::Tls, Some(tls)) => {
+                    start_tls_front(
+                        l.addr,
+                        tcp_front.clone(),
+                        stats.clone(),
+                        add,
+                        tls.clone(),
+                        cancel.child_token(),
+                    )
+                    .await
+                }
+                (Transport::Tls, None) => return Err(StartError::NoTlsCertificate(*l)),
             }
+            .map_err(|e| StartError::Bind(*l, e))?;
+            local.push(ListenAddr {
+                transport: l.transport,
+                addr: bound,
+            });
         }
         let incoming = endpoint.incoming_transactions().map_err(|e| {
             StartError::Bind(
@@ -372,6 +412,11 @@ fn source_of(tx: &Transaction) -> Source {
     let remote = tx.connection.as_ref().and_then(|c| {
         let transport = match c {
             SipConnection::Udp(_) => Transport::Udp,
+            SipConnection::Channel(ch)
+                if ch.get_addr().r#type == Some(rsipstack::sip::Transport::Tls) =>
+            {
+                Transport::Tls
+            }
             _ => Transport::Tcp,
         };
         c.get_remote_addr()

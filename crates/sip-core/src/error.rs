@@ -9,6 +9,8 @@ pub enum StartError {
     Bind(ListenAddr, std::io::Error),
     #[error("no listen address configured")]
     NoListener,
+    #[error("{0} needs a TLS certificate and key")]
+    NoTlsCertificate(ListenAddr),
 }
 
 /// Answering or acting on a server transaction or dialog failed.

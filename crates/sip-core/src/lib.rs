@@ -1,4 +1,4 @@
-//! SIP endpoint for mwi-store on top of rsipstack (=0.7.14): UDP/TCP transports behind our own
+//! SIP endpoint for mwi-store on top of rsipstack (=0.7.14): UDP/TCP/TLS transports behind our own
 //! validation front, server INVITE dialogs, server subscriptions, client PUBLISH, identity from
 //! trusted proxies (RFC 3325), AoR normalisation and the typed header fields MWI needs.
 //!
@@ -15,6 +15,8 @@
 //!   anything it cannot parse), so accepted connections are framed by our [`framing::StreamFramer`]
 //!   and each is registered with rsipstack as a `ChannelConnection` (reliable, keyed by the peer
 //!   address): valid messages are injected, what rsipstack sends is written to the socket.
+//! - TLS: exactly like TCP, after a rustls handshake on the accepted socket ([`tls`] loads the
+//!   certificate and key from PEM); rsipstack's own TLS transport (feature `rustls`) stays off.
 //!
 //! A `[patch]`ed copy of rsipstack was the alternative; both ways in above use only its public
 //! API, so upgrades stay a version bump.
@@ -75,6 +77,7 @@ pub mod server_invite;
 pub mod server_request;
 pub mod stateless;
 pub mod tag;
+pub mod tls;
 pub mod transport;
 pub mod validate;
 
@@ -94,6 +97,7 @@ pub use identity::{asserted_identity, AssertedIdentity, TrustedProxies};
 pub use rsipstack::sip::{Method, Request, Response};
 pub use server_invite::{DialogEvent, InviteSession, ServerInvite};
 pub use server_request::{Body, ServerRequest, ServerSubscription};
+pub use tls::TlsError;
 pub use validate::{MessageSummary, ValidationFront, Verdict};
 
 /// `tracing` filter directive the binary should start from: rsipstack logs every packet in full

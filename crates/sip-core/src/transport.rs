@@ -9,6 +9,8 @@
 //!   peer address); what rsipstack sends on that channel is written to the socket.
 //!   rsipstack's stream codec never runs on accepted connections, so a bad message cannot make
 //!   it close the connection.
+//! - TLS (RFC 3261 §26.2.1): like TCP, after a rustls server handshake on the accepted socket;
+//!   the channel is keyed with transport TLS so Via `received` and our Contact say so.
 
 use crate::framing::StreamItem;
 use crate::validate::{ValidationFront, Verdict};
@@ -18,9 +20,10 @@ use rsipstack::transport::{SipAddr, SipConnection};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -160,7 +163,7 @@ pub async fn start_udp_front(
     }))
 }
 
-/// Registers accepted TCP connections with rsipstack (its `TransportLayer::add_connection`).
+/// Registers accepted TCP/TLS connections with rsipstack (its `TransportLayer::add_connection`).
 pub type AddConnection = Arc<dyn Fn(SipConnection) + Send + Sync>;
 
 /// Bind a TCP listener on `addr` and serve it with the front; returns the bound address.
@@ -169,6 +172,35 @@ pub async fn start_tcp_front(
     front: Arc<ValidationFront>,
     stats: Arc<FrontStats>,
     add_connection: AddConnection,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    start_stream_front(addr, front, stats, add_connection, None, cancel).await
+}
+
+/// Bind a TLS listener on `addr` (rustls server handshake on each accepted socket, then the
+/// same front as TCP); returns the bound address.
+pub async fn start_tls_front(
+    addr: SocketAddr,
+    front: Arc<ValidationFront>,
+    stats: Arc<FrontStats>,
+    add_connection: AddConnection,
+    tls: Arc<rustls::ServerConfig>,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let acceptor = TlsAcceptor::from(tls);
+    start_stream_front(addr, front, stats, add_connection, Some(acceptor), cancel).await
+}
+
+/// Longest a TLS handshake may take before the socket is closed (a peer that opens a socket
+/// and says nothing must not hold a connection slot).
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn start_stream_front(
+    addr: SocketAddr,
+    front: Arc<ValidationFront>,
+    stats: Arc<FrontStats>,
+    add_connection: AddConnection,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -181,19 +213,46 @@ pub async fn start_tcp_front(
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        debug!(error = %e, "tcp accept error");
+                        // EMFILE and friends: back off instead of spinning.
+                        debug!(error = %e, "sip stream accept error");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                debug!(%peer, "too many tcp connections, closing the new one");
+                debug!(%peer, "too many sip stream connections, closing the new one");
                 continue;
             };
             let conn_cancel = cancel.child_token();
             let (front, stats, add) = (front.clone(), stats.clone(), add_connection.clone());
+            let tls = tls.clone();
             tokio::spawn(async move {
-                serve_tcp(stream, peer, front, stats, add, conn_cancel).await;
+                match tls {
+                    None => {
+                        let (reader, writer) = stream.into_split();
+                        let conn = StreamConn {
+                            peer,
+                            transport: rsipstack::sip::Transport::Tcp,
+                        };
+                        serve_stream(reader, writer, conn, front, stats, add, conn_cancel).await;
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let (reader, writer) = tokio::io::split(tls_stream);
+                                let conn = StreamConn {
+                                    peer,
+                                    transport: rsipstack::sip::Transport::Tls,
+                                };
+                                serve_stream(reader, writer, conn, front, stats, add, conn_cancel)
+                                    .await;
+                            }
+                            Ok(Err(e)) => debug!(%peer, error = %e, "tls handshake failed"),
+                            Err(_) => debug!(%peer, "tls handshake timed out"),
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
@@ -201,19 +260,31 @@ pub async fn start_tcp_front(
     Ok(local)
 }
 
-/// Longest a TCP connection may stay silent before we close it.
+/// Longest a TCP/TLS connection may stay silent before we close it.
 const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
-async fn serve_tcp(
-    stream: TcpStream,
+/// The peer of one accepted stream and the SIP transport it carries (TCP or TLS).
+#[derive(Debug, Clone, Copy)]
+struct StreamConn {
     peer: SocketAddr,
+    transport: rsipstack::sip::Transport,
+}
+
+async fn serve_stream<R, W>(
+    mut reader: R,
+    mut writer: W,
+    conn: StreamConn,
     front: Arc<ValidationFront>,
     stats: Arc<FrontStats>,
     add_connection: AddConnection,
     cancel: CancellationToken,
-) {
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
     let peer_addr = SipAddr {
-        r#type: Some(rsipstack::sip::Transport::Tcp),
+        r#type: Some(conn.transport),
         addr: peer.into(),
     };
     let (incoming_tx, incoming_rx) = mpsc::unbounded_channel::<TransportEvent>();
@@ -235,7 +306,6 @@ async fn serve_tcp(
         }
     };
     add_connection(SipConnection::Channel(channel.clone()));
-    let (mut reader, mut writer) = stream.into_split();
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer_cancel = cancel.clone();
     let writer_task = tokio::spawn(async move {
@@ -253,7 +323,8 @@ async fn serve_tcp(
                     None => break,
                 },
             };
-            if writer.write_all(&bytes).await.is_err() {
+            // TLS keeps records in its own buffer until flushed; for TCP this is a no-op.
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -280,22 +351,24 @@ async fn serve_tcp(
                     stats.count(&verdict);
                     match verdict {
                         Verdict::Deliver { bytes, .. } => {
-                            deliver_tcp(&bytes, peer, &peer_addr, &channel, &incoming_tx);
+                            deliver_stream(&bytes, conn, &peer_addr, &channel, &incoming_tx);
                         }
                         Verdict::Respond {
                             status,
                             reason,
                             bytes,
                         } => {
-                            debug!(%peer, status, %reason, "tcp request refused by the validation front");
+                            debug!(%peer, status, %reason, "stream request refused by the validation front");
                             raw_tx.send(bytes).ok();
                         }
-                        Verdict::Drop { reason } => debug!(%peer, %reason, "tcp message dropped"),
+                        Verdict::Drop { reason } => {
+                            debug!(%peer, %reason, "stream message dropped")
+                        }
                     }
                 }
             }
             if fatal {
-                debug!(%peer, "tcp framing lost, closing");
+                debug!(%peer, "stream framing lost, closing");
                 break 'read;
             }
         }
@@ -309,9 +382,9 @@ async fn serve_tcp(
     cancel.cancel();
 }
 
-fn deliver_tcp(
+fn deliver_stream(
     bytes: &[u8],
-    peer: SocketAddr,
+    conn: StreamConn,
     peer_addr: &SipAddr,
     channel: &ChannelConnection,
     incoming: &mpsc::UnboundedSender<TransportEvent>,
@@ -319,11 +392,12 @@ fn deliver_tcp(
     let msg = match rsipstack::sip::SipMessage::try_from(bytes) {
         Ok(m) => m,
         Err(e) => {
-            debug!(%peer, error = %e, "validated message did not parse");
+            debug!(peer = %conn.peer, error = %e, "validated message did not parse");
             return;
         }
     };
-    let msg = match SipConnection::update_msg_received(msg, peer, rsipstack::sip::Transport::Tcp) {
+    let peer = conn.peer;
+    let msg = match SipConnection::update_msg_received(msg, peer, conn.transport) {
         Ok(m) => m,
         Err(e) => {
             debug!(%peer, error = %e, "cannot stamp Via received");
