@@ -6,6 +6,7 @@
 #
 #   bash scripts/interop-kamailio.sh            # builds mwi-store (debug) with cargo
 #   MWI_STORE_BIN=/path/to/mwi-store bash scripts/interop-kamailio.sh
+#   KEEP_LOGS=1 bash scripts/interop-kamailio.sh   # keep the temp dir (logs, sipp traces)
 #
 # Addresses (all loopback; 127.0.0.0/8 is local on Linux):
 #   Kamailio  127.0.0.1:$KAM_PORT udp+tcp   the trusted proxy / presence server
@@ -70,8 +71,10 @@ stop_all() {
 
 on_exit() {
   stop_all
-  if [ "$failures" -eq 0 ]; then
+  if [ "$failures" -eq 0 ] && [ -z "${KEEP_LOGS:-}" ]; then
     rm -rf "$tmp"
+  elif [ "$failures" -eq 0 ]; then
+    echo "interop-kamailio: logs kept in $tmp (KEEP_LOGS)"
   else
     echo "interop-kamailio: logs kept in $tmp"
     for f in kamailio.log mwi-store.log; do
