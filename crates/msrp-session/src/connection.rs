@@ -1,4 +1,4 @@
-//! One TCP connection: a reader task that frames the inbound stream and routes each frame
+//! One TCP or TLS connection: a reader task that frames the inbound stream and routes each frame
 //! to the session named by its To-Path (binding a connection to a session on its first
 //! request, RFC 4975 §5.4: unknown session 481, bound elsewhere 506), and a writer task
 //! that owns the write half, so reading never waits for a slow write.
@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -45,8 +44,13 @@ pub(crate) struct ConnHandle {
     pub ctl_tx: mpsc::UnboundedSender<ConnCtl>,
 }
 
-/// Start the tasks for an accepted or connected stream. `initial` sessions are bound from
-/// the start (the active side's own session).
+/// The read half of a TCP or TLS stream.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a TCP or TLS stream.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Start the tasks for an accepted or connected TCP stream (`msrp` URIs). `initial` sessions
+/// are bound from the start (the active side's own session).
 pub(crate) fn spawn(
     stream: TcpStream,
     registry: Arc<Registry>,
@@ -54,6 +58,28 @@ pub(crate) fn spawn(
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
+    spawn_halves(Box::new(rd), Box::new(wr), registry, initial)
+}
+
+/// Like [`spawn`] for a stream after its TLS handshake (`msrps` URIs, RFC 4975 §14.2).
+pub(crate) fn spawn_tls<S>(
+    stream: S,
+    registry: Arc<Registry>,
+    initial: Option<String>,
+) -> ConnHandle
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    spawn_halves(Box::new(rd), Box::new(wr), registry, initial)
+}
+
+fn spawn_halves(
+    rd: ReadHalf,
+    wr: WriteHalf,
+    registry: Arc<Registry>,
+    initial: Option<String>,
+) -> ConnHandle {
     let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let handle = ConnHandle {
@@ -66,11 +92,17 @@ pub(crate) fn spawn(
     handle
 }
 
-async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
+async fn writer(mut wr: WriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             WriterCmd::Data(b) => {
-                if let Err(e) = wr.write_all(&b).await {
+                // TLS holds records until flushed; for TCP the flush is a no-op.
+                if let Err(e) = async {
+                    wr.write_all(&b).await?;
+                    wr.flush().await
+                }
+                .await
+                {
                     tracing::debug!(error = %e, "MSRP write failed");
                     break;
                 }
@@ -82,7 +114,7 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
 }
 
 async fn reader(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     registry: Arc<Registry>,
     me: ConnHandle,
     mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,

@@ -1,4 +1,5 @@
-//! The MSRP endpoint: one TCP listener, the table of live sessions, and session creation.
+//! The MSRP endpoint: one TCP listener (or TLS listener, `msrps`, RFC 4975 §14.2), the table
+//! of live sessions, and session creation.
 
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +38,18 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// TCP listen backlog (bursts of callers, see SPEC §5).
     pub listen_backlog: u32,
+    /// TLS: the endpoint then listens with TLS and its paths are `msrps` URIs.
+    pub tls: Option<MsrpTls>,
+}
+
+/// TLS settings of an `msrps` endpoint (see `sip_core::tls` in the binary for PEM loading).
+#[derive(Debug, Clone)]
+pub struct MsrpTls {
+    /// Certificate and key presented to peers that connect to us (passive role).
+    pub server: Arc<rustls::ServerConfig>,
+    /// Trust anchors for peers we connect to (active role); their certificate must match
+    /// the host of their `msrps` URI (RFC 4975 §14.2).
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 impl Default for EndpointConfig {
@@ -50,6 +63,7 @@ impl Default for EndpointConfig {
             bind_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
+            tls: None,
         }
     }
 }
@@ -190,12 +204,29 @@ impl MsrpEndpoint {
             sessions: Mutex::new(HashMap::new()),
         });
         let reg = registry.clone();
+        let acceptor = reg
+            .config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
         let accept_task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         tracing::debug!(%peer, "MSRP connection accepted");
-                        connection::spawn(stream, reg.clone(), None);
+                        match &acceptor {
+                            None => {
+                                connection::spawn(stream, reg.clone(), None);
+                            }
+                            Some(acceptor) => {
+                                tokio::spawn(accept_tls(
+                                    acceptor.clone(),
+                                    stream,
+                                    peer,
+                                    reg.clone(),
+                                ));
+                            }
+                        }
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -220,6 +251,11 @@ impl MsrpEndpoint {
         self.inner.local_addr
     }
 
+    /// True when this endpoint speaks TLS (its paths are `msrps`).
+    pub fn is_tls(&self) -> bool {
+        self.inner.registry.config.tls.is_some()
+    }
+
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.inner.registry.len()
@@ -230,7 +266,7 @@ impl MsrpEndpoint {
     pub fn create_session(&self) -> MsrpSession {
         let id = ids::session_id();
         let local = MsrpUri::new(
-            false,
+            self.is_tls(),
             self.inner.host.clone(),
             self.inner.local_addr.port(),
             id.clone(),
@@ -244,5 +280,24 @@ impl MsrpEndpoint {
             },
         );
         session::spawn(id, local, self.inner.registry.clone(), inbox_rx)
+    }
+}
+
+/// The server side of the TLS handshake, off the accept loop, bounded by the connect timeout
+/// so a silent socket cannot hold a task.
+async fn accept_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+) {
+    let _ = stream.set_nodelay(true);
+    let timeout = registry.config.connect_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            connection::spawn_tls(tls, registry, None);
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MSRP TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "MSRP TLS handshake timed out"),
     }
 }

@@ -524,25 +524,18 @@ impl SessionTask {
             let _ = reply.send(Err(StartError::EmptyPath));
             return;
         };
-        let target = format!(
-            "{}:{}",
-            first.host_unbracketed(),
-            first.port.unwrap_or(2855)
-        );
         let timeout = self.registry.config.connect_timeout;
-        let stream =
-            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let _ = reply.send(Err(StartError::Connect(e.to_string())));
-                    return;
-                }
-                Err(_) => {
-                    let _ = reply.send(Err(StartError::Connect("timed out".into())));
-                    return;
-                }
-            };
-        let conn = connection::spawn(stream, self.registry.clone(), Some(self.id.clone()));
+        let conn = match tokio::time::timeout(timeout, self.open_connection(first)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                let _ = reply.send(Err(StartError::Connect(e)));
+                return;
+            }
+            Err(_) => {
+                let _ = reply.send(Err(StartError::Connect("timed out".into())));
+                return;
+            }
+        };
         if !self.registry.bind_active(&self.id, conn.id) {
             let _ = conn.ctl_tx.send(ConnCtl::Unbind(self.id.clone()));
             let _ = reply.send(Err(StartError::State));
@@ -552,6 +545,38 @@ impl SessionTask {
         // Bind with an empty SEND (RFC 4975 §5.4); its 200 completes start().
         self.core.send_bind(now_std());
         self.bind_reply = Some(reply);
+    }
+
+    /// TCP to the first hop, then a TLS handshake when its URI is `msrps` (RFC 4975 §14.2:
+    /// the certificate must match the URI's host).
+    async fn open_connection(&self, first: &MsrpUri) -> Result<ConnHandle, String> {
+        let host = first.host_unbracketed();
+        let target = format!("{host}:{}", first.port.unwrap_or(2855));
+        let stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !first.secure {
+            return Ok(connection::spawn(
+                stream,
+                self.registry.clone(),
+                Some(self.id.clone()),
+            ));
+        }
+        let Some(tls) = &self.registry.config.tls else {
+            return Err("msrps path but this endpoint has no TLS settings".into());
+        };
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(connection::spawn_tls(
+            stream,
+            self.registry.clone(),
+            Some(self.id.clone()),
+        ))
     }
 
     async fn shutdown(mut self, reason: CloseReason) {
