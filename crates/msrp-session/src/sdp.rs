@@ -147,6 +147,17 @@ impl MsrpOffer {
             .ok_or(SdpError::NoMsrpMedia)
     }
 
+    /// The transports of the usable MSRP media lines of an SDP body, in order (empty when it
+    /// does not parse or has none): lets the answerer pick its TCP or TLS endpoint before
+    /// creating a session.
+    pub fn offered_transports(sdp: &[u8]) -> Vec<MsrpTransport> {
+        Session::parse(sdp)
+            .ok()
+            .and_then(|s| Self::from_session(&s).ok())
+            .map(|offers| offers.into_iter().map(|o| o.transport).collect())
+            .unwrap_or_default()
+    }
+
     /// Every usable MSRP media line (non-empty on success).
     fn from_session(session: &Session) -> Result<Vec<MsrpOffer>, SdpError> {
         let mut found = Vec::new();
@@ -493,6 +504,20 @@ mod tests {
         assert_eq!(neg.transport, MsrpTransport::Tls);
         assert!(sdp.contains("a=setup:active\r\n"));
         assert!(sdp.contains("TCP/TLS/MSRP"));
+    }
+
+    #[test]
+    fn offered_transports_lists_tcp_and_tls_media_in_order() {
+        assert_eq!(
+            MsrpOffer::offered_transports(OFFER.as_bytes()),
+            [MsrpTransport::Tcp]
+        );
+        let tls = OFFER.replace("TCP/MSRP", "TCP/TLS/MSRP");
+        assert_eq!(
+            MsrpOffer::offered_transports(tls.as_bytes()),
+            [MsrpTransport::Tls]
+        );
+        assert!(MsrpOffer::offered_transports(b"not sdp").is_empty());
     }
 
     #[test]
