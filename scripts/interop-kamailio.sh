@@ -98,6 +98,9 @@ wait_until() {
   "$@"
 }
 
+# The client's error line (anyhow prints "Error: ..." before any backtrace), else its last line.
+client_error() { grep -m1 '^Error' "$1" || tail -n 1 "$1"; }
+
 tcp_listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # NOTIFY requests bob's sipp received, one per record, from sipp's -trace_msg file.
@@ -194,7 +197,7 @@ if timeout "$STEP_TIMEOUT" "$bin" client deposit --proxy "udp:$KAM_IP:$KAM_PORT"
     fail "2 deposit: no greeting in the client output"
   fi
 else
-  fail "2 deposit via Kamailio: client exited non-zero ($(tail -n 1 "$tmp/deposit.out"))"
+  fail "2 deposit via Kamailio: client exited non-zero ($(client_error "$tmp/deposit.out"))"
 fi
 
 # ---- 3. mwi-store PUBLISHes, Kamailio NOTIFYs bob: yes, 3 new text messages
@@ -215,7 +218,7 @@ if timeout "$STEP_TIMEOUT" "$bin" client fetch --proxy "udp:$KAM_IP:$KAM_PORT" \
     fail "4a fetch via Kamailio: $got of 3 messages from alice (see $tmp/fetch.out)"
   fi
 else
-  fail "4a fetch via Kamailio: client exited non-zero ($(tail -n 1 "$tmp/fetch.out"))"
+  fail "4a fetch via Kamailio: client exited non-zero ($(client_error "$tmp/fetch.out"))"
 fi
 if wait_until notify_has "Messages-Waiting: no" "Text-Message: 0/0"; then
   pass "4b NOTIFY to bob after the fetch: Messages-Waiting: no"
@@ -262,7 +265,7 @@ else
 fi
 
 # ---- 8. dave is registered but busy (486): failure_route sends the MESSAGE to mwi-store
-sipp -sf "$repo/scripts/sipp/busy-uas.xml" -m 1 -i "$KAM_IP" -p "$BUSY_PORT" -t u1 -nostdin \
+sipp -sf "$repo/scripts/sipp/busy-uas.xml" -m 2 -i "$KAM_IP" -p "$BUSY_PORT" -t u1 -nostdin \
   -timeout 20s >"$tmp/dave-sipp.out" 2>&1 &
 pids+=($!)
 if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/register.xml" -s dave -key domain "$DOMAIN" \
@@ -275,6 +278,17 @@ if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/register.xml" -s dave -k
   pass "8 MESSAGE to registered dave answered 486: failure_route stored it in mwi-store, presentity 1/0"
 else
   fail "8 failure_route for busy dave (see $tmp/dave-*.out)"
+fi
+
+# ---- 8b. the same for a chat: INVITE to busy dave, 486, failure_route, mwi-store answers
+if timeout "$STEP_TIMEOUT" "$bin" client deposit --proxy "udp:$KAM_IP:$KAM_PORT" \
+  --from "sip:alice@$DOMAIN" --to "sip:dave@$DOMAIN" --local "$KAM_IP:0" \
+  "call me back" >"$tmp/dave-deposit.out" 2>&1 \
+  && grep -q "I am offline" "$tmp/dave-deposit.out" \
+  && wait_until presentity_has dave "Text-Message: 2/0"; then
+  pass "8b chat INVITE to registered dave answered 486: failure_route, mwi-store took it, presentity 2/0"
+else
+  fail "8b chat INVITE to busy dave via failure_route ($(client_error "$tmp/dave-deposit.out"))"
 fi
 
 stop_all
