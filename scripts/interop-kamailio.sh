@@ -291,6 +291,19 @@ else
   fail "8b chat INVITE to busy dave via failure_route ($(client_error "$tmp/dave-deposit.out"))"
 fi
 
+# ---- 9. Kamailio keeps the lamp honest: forged PUBLISH and a stranger's SUBSCRIBE get 403
+if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/publish-forged.xml" -s bob \
+  -key domain "$DOMAIN" -m 1 -i "$KAM_IP" -p "$UNTRUSTED_PORT" -t u1 -nostdin -timeout 8s \
+  "$KAM_IP:$KAM_PORT" >"$tmp/forged-publish.out" 2>&1 \
+  && timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/subscribe-other.xml" -s bob \
+  -key caller alice -key domain "$DOMAIN" -m 1 -i "$KAM_IP" -p "$UNTRUSTED_PORT" -t u1 -nostdin \
+  -timeout 8s "$KAM_IP:$KAM_PORT" >"$tmp/other-subscribe.out" 2>&1 \
+  && ! notify_has "Text-Message: 99/0"; then
+  pass "9 PUBLISH message-summary from $KAM_IP (not mwi-store) and alice's SUBSCRIBE to bob: 403"
+else
+  fail "9 forged PUBLISH or foreign SUBSCRIBE not refused (see $tmp/forged-publish.out, other-subscribe.out)"
+fi
+
 stop_all
 if [ "$failures" -eq 0 ]; then
   echo "interop-kamailio: all steps passed"
