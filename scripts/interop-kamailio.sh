@@ -85,6 +85,12 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 1' INT TERM
 
+# Records a background process: stopped by PID on exit; $tmp/pids lists them for a post-mortem.
+started() {
+  pids+=("$1")
+  echo "$1 $2" >>"$tmp/pids"
+}
+
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
@@ -145,7 +151,7 @@ kamailio -f "$repo/examples/kamailio/kamailio.cfg" -DD -E -Y "$tmp/kamailio-run"
   --substdef="!FETCH_USER!offline!g" --substdef="!CHAT_RING_MS!3000!g" \
   --substdef="!MSRP_RELAY_PORT!$MSRP_RELAY_PORT!g" \
   >"$tmp/kamailio.log" 2>&1 &
-pids+=($!)
+started $! kamailio
 
 # ---- mwi-store: the example config's keys, loopback addresses, a store in the temp dir
 cat >"$tmp/mwi-store.toml" <<EOF
@@ -166,7 +172,7 @@ proxy = "udp:$KAM_IP:$KAM_PORT"
 level = "info"
 EOF
 "$bin" serve --config "$tmp/mwi-store.toml" >"$tmp/mwi-store.log" 2>&1 &
-pids+=($!)
+started $! mwi-store
 
 if wait_until tcp_listening "$KAM_IP" "$KAM_PORT" && wait_until tcp_listening "$MWI_IP" "$MWI_PORT"; then
   pass "start: Kamailio on $KAM_IP:$KAM_PORT, mwi-store on $MWI_IP:$MWI_PORT"
@@ -180,7 +186,7 @@ sipp -sf "$repo/scripts/sipp/mwi-subscribe.xml" -s bob -key domain "$DOMAIN" -m 
   -i "$KAM_IP" -p "$SUB_PORT" -t u1 -nostdin -timeout 90s \
   -trace_msg -message_file "$tmp/bob-sipp-messages.log" \
   "$KAM_IP:$KAM_PORT" >"$tmp/bob-sipp.out" 2>&1 &
-pids+=($!)
+started $! sipp-bob-subscriber
 if wait_until notify_has "Subscription-State: active" "Event: message-summary"; then
   pass "1 SUBSCRIBE message-summary for bob at Kamailio: 200 and a first NOTIFY"
 else
@@ -267,7 +273,7 @@ fi
 # ---- 8. dave is registered but busy (486): failure_route sends the MESSAGE to mwi-store
 sipp -sf "$repo/scripts/sipp/busy-uas.xml" -m 2 -i "$KAM_IP" -p "$BUSY_PORT" -t u1 -nostdin \
   -timeout 20s >"$tmp/dave-sipp.out" 2>&1 &
-pids+=($!)
+started $! sipp-dave-busy
 if timeout "$STEP_TIMEOUT" sipp -sf "$repo/scripts/sipp/register.xml" -s dave -key domain "$DOMAIN" \
   -key contact "sip:dave@$KAM_IP:$BUSY_PORT" -m 1 -i "$KAM_IP" -p "$UNTRUSTED_PORT" -t u1 \
   -nostdin -timeout 8s "$KAM_IP:$KAM_PORT" >"$tmp/dave-register.out" 2>&1 \
