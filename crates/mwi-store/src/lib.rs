@@ -2,6 +2,7 @@
 //! admin and client commands.
 
 pub mod admin;
+pub mod bench;
 pub mod chat;
 pub mod client;
 pub mod config;

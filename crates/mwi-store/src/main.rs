@@ -36,6 +36,9 @@ enum Command {
     /// Deposit, fetch or subscribe like a phone (demo and interop tests).
     #[command(subcommand)]
     Client(mwi_store::client::cli::ClientCommand),
+    /// Load generator against a running server over loopback (docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(mwi_store::bench::BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +109,10 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(mwi_store::client::cli::run(command)),
+        Command::Bench(command) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(mwi_store::bench::run(command)),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

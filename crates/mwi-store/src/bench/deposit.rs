@@ -1,0 +1,369 @@
+//! `bench deposit`: C concurrent callers deposit M messages each over chat sessions (INVITE,
+//! MSRP bind, greeting, SENDs, BYE) into K mailboxes. Caller `w` calls mailboxes w, w+C,
+//! w+2C, … in turn, so with C=100, M=1000, K=1000 each caller makes 10 sessions of 100
+//! messages and every mailbox ends with 100. A message counts as stored when its MSRP 200
+//! arrives (the server answers only after the commit, SPEC §1); with `--db` the rows are
+//! counted too.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use msrp_session::{EndpointConfig, MsrpEndpoint};
+use tokio::time::Instant;
+
+use super::latency::Latencies;
+use super::pager::mailbox_aors;
+use super::presence::PublishCounter;
+use super::progress::{Counters, Progress};
+use super::report::Report;
+use super::Target;
+use crate::client::chat::{call, CallOptions};
+use crate::client::sip_uac::SipUac;
+
+/// How long one SIP or MSRP exchange may take before it counts as failed.
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Args)]
+pub struct DepositArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent callers (C).
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Messages each caller deposits (M).
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Mailboxes `sip:<user-prefix><n>@<domain>` (K).
+    #[arg(long, default_value_t = 1000)]
+    pub mailboxes: u64,
+    #[arg(long, default_value = "user")]
+    pub user_prefix: String,
+    #[arg(long, default_value = "example.com")]
+    pub domain: String,
+    /// Messages per session; 0 spreads each caller's M over its share of the mailboxes.
+    #[arg(long, default_value_t = 0)]
+    pub per_session: u64,
+    /// SENDs in flight per session (1: each waits for the previous 200).
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Body size in bytes (text/plain).
+    #[arg(long, default_value_t = 100)]
+    pub body_bytes: usize,
+    /// Callers sharing one client SIP socket and MSRP listener.
+    #[arg(long, default_value_t = 50)]
+    pub callers_per_socket: usize,
+    /// Bind a presence stand-in here and count the server's PUBLISHes (point the server's
+    /// `mwi.proxy` at it).
+    #[arg(long)]
+    pub presence: Option<SocketAddr>,
+    /// How long the presence stand-in takes to answer each PUBLISH, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub publish_delay_ms: u64,
+}
+
+/// One caller's results.
+#[derive(Debug, Default)]
+struct CallerOutcome {
+    stored: u64,
+    failed: u64,
+    sessions: u64,
+    sessions_failed: u64,
+    msrp_200: Latencies,
+    setup: Latencies,
+    unsent: u64,
+    first_error: Option<String>,
+}
+
+impl CallerOutcome {
+    fn merge(&mut self, o: CallerOutcome) {
+        self.stored += o.stored;
+        self.failed += o.failed;
+        self.sessions += o.sessions;
+        self.sessions_failed += o.sessions_failed;
+        self.msrp_200.merge(o.msrp_200);
+        self.setup.merge(o.setup);
+        self.unsent += o.unsent;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+
+    fn error(&mut self, e: impl std::fmt::Display) {
+        self.first_error.get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// The client side one group of callers shares.
+#[derive(Debug)]
+struct Endpoints {
+    uac: SipUac,
+    msrp: MsrpEndpoint,
+}
+
+async fn endpoints(target: &Target) -> anyhow::Result<Arc<Endpoints>> {
+    let uac = SipUac::bind(target.local(), target.server()?).await?;
+    let msrp = MsrpEndpoint::bind(
+        target.local(),
+        EndpointConfig {
+            transaction_timeout: WAIT,
+            ..EndpointConfig::default()
+        },
+    )
+    .await
+    .context("bind the client MSRP listener")?;
+    Ok(Arc::new(Endpoints { uac, msrp }))
+}
+
+/// The mailboxes caller `w` of `c` calls, in order.
+fn caller_mailboxes(w: usize, c: usize, k: usize) -> Vec<usize> {
+    if k <= c {
+        return vec![w % k.max(1)];
+    }
+    (w..k).step_by(c.max(1)).collect()
+}
+
+/// A text body of `size` bytes naming the caller and message.
+fn body(w: usize, n: u64, size: usize) -> Bytes {
+    let mut b = format!("deposit {w} {n} ");
+    while b.len() < size {
+        b.push('x');
+    }
+    Bytes::from(b)
+}
+
+struct CallerPlan {
+    w: usize,
+    mailboxes: Vec<String>,
+    messages: u64,
+    per_session: u64,
+    window: usize,
+    body_bytes: usize,
+    from: String,
+    deadline: Instant,
+}
+
+async fn run_caller(
+    ep: Arc<Endpoints>,
+    plan: CallerPlan,
+    counters: Arc<Counters>,
+) -> CallerOutcome {
+    let mut out = CallerOutcome::default();
+    let mut sent = 0u64;
+    let mut turn = 0usize;
+    while sent < plan.messages && Instant::now() < plan.deadline {
+        let Some(to) = plan.mailboxes.get(turn % plan.mailboxes.len().max(1)) else {
+            break;
+        };
+        turn += 1;
+        let n = plan.per_session.min(plan.messages - sent);
+        let started = Instant::now();
+        let mut chat = match call(&ep.uac, &ep.msrp, &CallOptions::new(&plan.from, to), WAIT).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                out.sessions_failed += 1;
+                out.error(format!("call: {e:#}"));
+                // Count the session's messages as failed so the totals add up.
+                out.failed += n;
+                sent += n;
+                for _ in 0..n {
+                    counters.failed();
+                }
+                continue;
+            }
+        };
+        // The greeting comes first (SPEC §1); a deposit is set up once it is in.
+        if let Err(e) = chat.next_message(WAIT).await {
+            out.error(format!("greeting: {e:#}"));
+        }
+        out.setup.record(started.elapsed());
+        out.sessions += 1;
+        let sender = chat.session.sender();
+        let mut in_flight = VecDeque::new();
+        for i in 0..n {
+            if Instant::now() >= plan.deadline {
+                out.unsent += n - i;
+                break;
+            }
+            if in_flight.len() >= plan.window.max(1) {
+                if let Some(t) = in_flight.pop_front() {
+                    settle(t, &mut out, &counters).await;
+                }
+            }
+            let t0 = Instant::now();
+            let fut = sender.send(
+                "text/plain;charset=UTF-8",
+                body(plan.w, sent + i, plan.body_bytes),
+            );
+            in_flight.push_back(tokio::spawn(
+                async move { fut.await.map(|()| t0.elapsed()) },
+            ));
+        }
+        while let Some(t) = in_flight.pop_front() {
+            settle(t, &mut out, &counters).await;
+        }
+        sent += n;
+        match chat.bye(&ep.uac, WAIT).await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => out.error(format!("BYE answered `{}`", r.start_line)),
+            Err(e) => out.error(format!("BYE: {e:#}")),
+        }
+    }
+    out.unsent += plan.messages.saturating_sub(sent);
+    out
+}
+
+type SendTask = tokio::task::JoinHandle<Result<Duration, msrp_session::SendError>>;
+
+async fn settle(t: SendTask, out: &mut CallerOutcome, counters: &Counters) {
+    match t.await {
+        Ok(Ok(latency)) => {
+            out.stored += 1;
+            out.msrp_200.record(latency);
+            counters.done();
+        }
+        Ok(Err(e)) => {
+            out.failed += 1;
+            out.error(format!("SEND: {e}"));
+            counters.failed();
+        }
+        Err(e) => {
+            out.failed += 1;
+            out.error(format!("SEND task: {e}"));
+            counters.failed();
+        }
+    }
+}
+
+/// `bench deposit`.
+pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
+    let c = args.concurrency.max(1);
+    let k = usize::try_from(args.mailboxes.max(1)).context("--mailboxes")?;
+    super::sysinfo::require_open_files("self", "the load generator", (c as u64) * 2 + 64)?;
+    let db = args.target.open_db()?;
+    let rows_before = match &db {
+        Some(s) => Some(s.stats().await?.new),
+        None => None,
+    };
+    let presence = match args.presence {
+        Some(addr) => {
+            Some(PublishCounter::spawn(addr, Duration::from_millis(args.publish_delay_ms)).await?)
+        }
+        None => None,
+    };
+    let aors = mailbox_aors(&args.user_prefix, &args.domain, args.mailboxes);
+    let mut groups = Vec::new();
+    for _ in 0..c.div_ceil(args.callers_per_socket.max(1)) {
+        groups.push(endpoints(&args.target).await?);
+    }
+    let total = args.messages * c as u64;
+    let progress = Progress::start("deposit", "stored", total);
+    let started = Instant::now();
+    let deadline = started + args.target.time_limit();
+    let tasks: Vec<_> = (0..c)
+        .map(|w| {
+            let mailboxes: Vec<String> = caller_mailboxes(w, c, k)
+                .into_iter()
+                .filter_map(|i| aors.get(i).cloned())
+                .collect();
+            let per_session = if args.per_session > 0 {
+                args.per_session
+            } else {
+                args.messages.div_ceil(mailboxes.len().max(1) as u64).max(1)
+            };
+            let plan = CallerPlan {
+                w,
+                mailboxes,
+                messages: args.messages,
+                per_session,
+                window: args.window,
+                body_bytes: args.body_bytes,
+                from: format!("sip:caller{w}@{}", args.domain),
+                deadline,
+            };
+            let ep = groups
+                .get(w / args.callers_per_socket.max(1))
+                .cloned()
+                .context("endpoint group")?;
+            Ok(tokio::spawn(run_caller(
+                ep,
+                plan,
+                progress.counters.clone(),
+            )))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut out = CallerOutcome::default();
+    for t in tasks {
+        out.merge(t.await.context("caller task")?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(progress);
+
+    let mut report = Report::new("deposit");
+    report.figure("callers", c as f64, "");
+    report.figure("mailboxes", k as f64, "");
+    report.figure("window", args.window as f64, "SENDs/session");
+    report.figure("messages_stored", out.stored as f64, "MSRP 200");
+    report.figure("messages_failed", out.failed as f64, "");
+    report.figure("seconds", secs, "s");
+    report.figure("stored_per_sec", out.stored as f64 / secs, "msg/s");
+    out.msrp_200.report(&mut report, "msrp_200");
+    report.figure("sessions", out.sessions as f64, "");
+    report.figure("sessions_failed", out.sessions_failed as f64, "");
+    report.figure("sessions_per_sec", out.sessions as f64 / secs, "sessions/s");
+    out.setup.report(&mut report, "setup");
+    if let Some(e) = &out.first_error {
+        eprintln!("deposit: first error: {e}");
+    }
+    report.check(
+        format!(
+            "every message answered 200 within the time limit ({} failed, {} not sent)",
+            out.failed, out.unsent
+        ),
+        out.failed == 0 && out.unsent == 0,
+    );
+    if let (Some(db), Some(before)) = (&db, rows_before) {
+        let added = db.stats().await?.new.saturating_sub(before);
+        report.figure("db_rows_added", added as f64, "rows");
+        report.check(
+            format!(
+                "the database holds every 200 ({} answered 200, {added} rows added)",
+                out.stored
+            ),
+            added >= out.stored,
+        );
+    }
+    if let Some(p) = presence {
+        p.finish(db.as_ref(), &mut report).await?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_share_the_mailboxes_evenly() {
+        assert_eq!(caller_mailboxes(3, 100, 1000).len(), 10);
+        assert_eq!(caller_mailboxes(3, 100, 1000)[..3], [3, 103, 203]);
+        let all: std::collections::BTreeSet<usize> = (0..100)
+            .flat_map(|w| caller_mailboxes(w, 100, 1000))
+            .collect();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(caller_mailboxes(7, 10, 4), vec![3]);
+        assert_eq!(caller_mailboxes(0, 1, 1), vec![0]);
+    }
+
+    #[test]
+    fn bodies_have_the_requested_size() {
+        assert_eq!(body(1, 2, 100).len(), 100);
+        assert!(body(1, 2, 100).starts_with(b"deposit 1 2 "));
+        assert_eq!(body(1, 2, 3), Bytes::from_static(b"deposit 1 2 "));
+    }
+}
