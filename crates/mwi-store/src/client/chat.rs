@@ -54,6 +54,7 @@ pub struct ChatCall {
     from_header: String,
     to_header: String,
     remote_target: String,
+    route_set: Vec<String>,
     cseq: u32,
     pub session: MsrpSession,
     /// The 200 OK to the INVITE.
@@ -129,11 +130,19 @@ pub async fn call(
         .header("contact")
         .map(strip_angle)
         .unwrap_or_else(|| opts.to.clone());
+    let mut route_set: Vec<String> = answer
+        .headers("record-route")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|r| r.trim().to_string())
+        .collect();
+    route_set.reverse();
     let mut call = ChatCall {
         call_id,
         from_header,
         to_header,
         remote_target,
+        route_set,
         cseq: 1,
         session,
         answer,
@@ -160,8 +169,13 @@ impl ChatCall {
     }
 
     fn in_dialog(&self, uac: &SipUac, method: &str, cseq: u32) -> String {
+        let route = if self.route_set.is_empty() {
+            String::new()
+        } else {
+            format!("Route: {}\r\n", self.route_set.join(", "))
+        };
         format!(
-            "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\n\
+            "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\n\
              To: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             target = self.remote_target,
             via = uac.via(),
