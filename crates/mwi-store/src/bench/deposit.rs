@@ -54,6 +54,10 @@ pub struct DepositArgs {
     /// Body size in bytes (text/plain).
     #[arg(long, default_value_t = 100)]
     pub body_bytes: usize,
+    /// Total SENDs per second over all callers (0: as fast as the 200s come back); for
+    /// latency at a given load.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Callers sharing one client SIP socket and MSRP listener.
     #[arg(long, default_value_t = 50)]
     pub callers_per_socket: usize,
@@ -145,6 +149,8 @@ struct CallerPlan {
     body_bytes: usize,
     from: String,
     deadline: Instant,
+    /// Seconds between this caller's SENDs when paced.
+    interval: Option<Duration>,
 }
 
 async fn run_caller(
@@ -155,6 +161,7 @@ async fn run_caller(
     let mut out = CallerOutcome::default();
     let mut sent = 0u64;
     let mut turn = 0usize;
+    let paced_from = Instant::now();
     while sent < plan.messages && Instant::now() < plan.deadline {
         let Some(to) = plan.mailboxes.get(turn % plan.mailboxes.len().max(1)) else {
             break;
@@ -194,6 +201,10 @@ async fn run_caller(
                 if let Some(t) = in_flight.pop_front() {
                     settle(t, &mut out, &counters).await;
                 }
+            }
+            if let Some(every) = plan.interval {
+                let nth = u32::try_from(sent + i).unwrap_or(u32::MAX);
+                tokio::time::sleep_until(paced_from + every * nth).await;
             }
             let t0 = Instant::now();
             let fut = sender.send(
@@ -285,6 +296,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
                 body_bytes: args.body_bytes,
                 from: format!("sip:caller{w}@{}", args.domain),
                 deadline,
+                interval: (args.rate > 0.0).then(|| Duration::from_secs_f64(c as f64 / args.rate)),
             };
             let ep = groups
                 .get(w / args.callers_per_socket.max(1))
@@ -308,6 +320,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     report.figure("callers", c as f64, "");
     report.figure("mailboxes", k as f64, "");
     report.figure("window", args.window as f64, "SENDs/session");
+    report.figure("target_rate", args.rate, "SEND/s (0: unpaced)");
     report.figure("messages_stored", out.stored as f64, "MSRP 200");
     report.figure("messages_failed", out.failed as f64, "");
     report.figure("seconds", secs, "s");

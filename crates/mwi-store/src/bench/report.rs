@@ -148,7 +148,11 @@ mod tests {
         r.check("mailbox empty", true);
         let t = r.to_table();
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[1].trim_end(), format!("messages  {:>14}", "10000"), "{t}");
+        assert_eq!(
+            lines[1].trim_end(),
+            format!("messages  {:>14}", "10000"),
+            "{t}"
+        );
         assert_eq!(lines[2], format!("seconds   {:>14}  s", "0.432"), "{t}");
         assert!(t.contains("[ok  ] mailbox empty"), "{t}");
         assert!(r.verdict().is_ok());

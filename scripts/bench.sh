@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 9 on this machine, one after another, all on loopback, all bounded in
+# time; docs/benchmarks.md explains each figure and keeps the last full table.
+#
+#   bash scripts/bench.sh            # full run: release build, C=100 M=1000 K=1000, N=10,000,
+#                                    # S=10,000, page-mode ramp, sipp, Kamailio msilo
+#   bash scripts/bench.sh --smoke    # seconds, tiny counts, debug build (CI runs this)
+#   MWI_STORE_BIN=/path/to/mwi-store bash scripts/bench.sh   # use a built binary
+#   KEEP=1 bash scripts/bench.sh     # keep the temp dir (configs, logs, JSON results)
+#
+# Each mwi-store run gets a fresh store (synchronous = "full") in a temp dir. The summary
+# table at the end gives every figure and the ratios mwi-store/limit and mwi-store/msilo.
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+repo=$PWD
+
+smoke=0
+for arg in "$@"; do
+  case $arg in
+    --smoke) smoke=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+if [ $smoke = 1 ]; then
+  C=4 M=20 K=8 N=50 S=20 RAMP=200,400 STEP=1 DRAIN=2 LIMIT_SECS=30 HALF_C=4
+else
+  C=100 M=1000 K=1000 N=10000 S=10000 RAMP=2000,4000,8000,16000,32000 STEP=4 DRAIN=4
+  LIMIT_SECS=120 HALF_C=100
+fi
+BASE_PORT=${BENCH_BASE_PORT:-36000}
+IP=127.0.0.1
+
+# 10,000 sessions need one descriptor per TCP connection in both processes; root may raise
+# the hard limit too.
+want_files=$((S * 2 + 1024))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $want_files ]; then
+  ulimit -n $want_files 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+fi
+
+tmp=$(mktemp -d /tmp/mwi-bench.XXXXXX)
+pids=()
+failures=0
+
+stop_all() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+  done
+  pids=()
+}
+on_exit() {
+  stop_all
+  if [ -n "${KEEP:-}" ] || [ $failures -gt 0 ]; then
+    echo "bench.sh: files kept in $tmp"
+  else
+    rm -rf "$tmp"
+  fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# JSON figure from a result file: jget FILE KEY
+jget() {
+  python3 -c 'import json,sys
+try:
+    v = json.load(open(sys.argv[1])).get(sys.argv[2])
+except Exception:
+    v = None
+if v is None: print("-")
+elif abs(v) >= 100 or float(v).is_integer(): print(f"{v:.0f}")
+else: print(f"{v:.3f}")' "$1" "$2"
+}
+ratio() {
+  python3 -c 'import sys
+try:
+    print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")
+except Exception:
+    print("-")' "$1" "$2"
+}
+
+# ---- build
+if [ -n "${MWI_STORE_BIN:-}" ]; then
+  bin=$MWI_STORE_BIN
+elif [ $smoke = 1 ]; then
+  cargo build -q -p mwi-store --bin mwi-store || { fail "cargo build"; exit 1; }
+  bin=${CARGO_TARGET_DIR:-$repo/target}/debug/mwi-store
+else
+  cargo build -q --release -p mwi-store --bin mwi-store || { fail "cargo build --release"; exit 1; }
+  bin=${CARGO_TARGET_DIR:-$repo/target}/release/mwi-store
+fi
+[ -x "$bin" ] || { fail "$bin is not executable"; exit 1; }
+
+echo "bench.sh: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ulimit -n $(ulimit -n), $bin"
+
+# ---- mwi-store server: start_server NAME MWI_MODE -> $server_pid, $sip_port, $db, $presence
+start_server() {
+  local name=$1 mode=$2 dir=$tmp/$1
+  BASE_PORT=$((BASE_PORT + 10))
+  sip_port=$BASE_PORT
+  presence=$IP:$((BASE_PORT + 2))
+  db=$dir/mwi-store.db
+  mkdir -p "$dir"
+  cat >"$dir/mwi-store.toml" <<EOF
+[sip]
+listen = ["udp:$IP:$sip_port"]
+trusted_proxies = ["$IP/32"]
+[msrp]
+listen = "$IP:$((BASE_PORT + 1))"
+[store]
+path = "$db"
+synchronous = "full"
+max_messages_per_mailbox = 100000
+max_bytes_per_mailbox = 1073741824
+[mwi]
+mode = "$mode"
+proxy = "udp:$presence"
+[deposit]
+idle_timeout_secs = 300
+EOF
+  "$bin" serve --config "$dir/mwi-store.toml" --log-format json >"$dir/mwi-store.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  for _ in $(seq 200); do
+    grep -q '"mwi-store started"' "$dir/mwi-store.log" 2>/dev/null && return 0
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "$name: mwi-store did not start ($(tail -n 3 "$dir/mwi-store.log"))"
+  return 1
+}
+
+# run_bench NAME ARGS... -> $tmp/NAME.json; prints the table to the terminal too
+run_bench() {
+  local name=$1
+  shift
+  echo "---- $name: mwi-store bench $*"
+  if timeout $((LIMIT_SECS + 60)) "$bin" bench "$@" --time-limit-secs $LIMIT_SECS --json \
+      >"$tmp/$name.json" 2>"$tmp/$name.err"; then
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("  " + ", ".join(f"{k}={v}" for k,v in d.items() if k!="bench"))' "$tmp/$name.json"
+  else
+    fail "$name ($(tail -n 2 "$tmp/$name.err" | tr '\n' ' '))"
+    [ -s "$tmp/$name.json" ] && cat "$tmp/$name.json"
+  fi
+}
+
+# ---- 1. Limit: the store alone (group commit, synchronous=FULL, same schema)
+limit_rate=-
+limit_single=-
+if [ $smoke = 0 ]; then
+  echo "---- limit: message-store throughput micro-benchmark"
+  if cargo test -q --release -p message-store --test throughput -- --ignored --nocapture \
+      --test-threads=1 durable_insert_rate >"$tmp/limit.txt" 2>&1; then
+    grep -E "durable inserts" "$tmp/limit.txt" | sed 's/^/  /'
+    limit_rate=$(sed -n 's/^1000 tasks, group commit: .* = \([0-9]*\)\/s.*/\1/p' "$tmp/limit.txt")
+    limit_single=$(sed -n 's/^100 tasks, one row per commit: .* = \([0-9]*\)\/s.*/\1/p' "$tmp/limit.txt")
+  else
+    fail "limit micro-benchmark ($(tail -n 3 "$tmp/limit.txt" | tr '\n' ' '))"
+  fi
+fi
+
+# ---- 2. mwi-store
+start_server deposit publish && {
+  run_bench deposit deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+    --concurrency $C --messages $M --mailboxes $K
+  stop_all
+}
+deposit_max=$(jget "$tmp/deposit.json" stored_per_sec)
+
+# p99 MSRP 200 latency at half the maximum deposit rate.
+half=$(python3 -c 'import sys
+try: print(f"{float(sys.argv[1]) / 2:.0f}")
+except Exception: print(0)' "$deposit_max")
+start_server deposit-half publish && {
+  run_bench deposit-half deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+    --concurrency $HALF_C --messages $((M / 2)) --mailboxes $K --rate "$half"
+  stop_all
+}
+
+# 1,000 messages/s into ONE mailbox: PUBLISHes coalesce and the last carries the count.
+start_server one-mailbox publish && {
+  run_bench one-mailbox page --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+    --mailboxes 1 --rate 1000 --step-secs $((STEP + 1)) --drain-secs $DRAIN \
+    --publish-delay-ms 20
+  stop_all
+}
+
+start_server fetch notify && {
+  run_bench fetch fetch --sip "udp:$IP:$sip_port" --db "$db" --messages $N
+  stop_all
+}
+
+start_server sessions notify && {
+  run_bench sessions sessions --sip "udp:$IP:$sip_port" --sessions $S --server-pid "$server_pid"
+  stop_all
+}
+
+start_server page publish && {
+  run_bench page page --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+    --rate $RAMP --step-secs $STEP --drain-secs $DRAIN
+  stop_all
+}
+
+# sipp as the MESSAGE generator (while it is not the bottleneck): one rate, count 2xx.
+sipp_rate=-
+if command -v sipp >/dev/null && [ $smoke = 0 ]; then
+  cat >"$tmp/message.xml" <<'EOF'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="page-mode MESSAGE deposit">
+  <send retrans="500">
+    <![CDATA[
+MESSAGE sip:user[call_number]@example.com SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:sipp@example.com>;tag=[pid]SIPpTag00[call_number]
+To: <sip:user[call_number]@example.com>
+Call-ID: [call_id]
+CSeq: 1 MESSAGE
+Max-Forwards: 70
+Content-Type: text/plain
+Content-Length: [len]
+
+bench message from sipp [call_number] xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+    ]]>
+  </send>
+  <recv response="202"/>
+</scenario>
+EOF
+  start_server sipp publish && {
+    # A presence stand-in is not running here: PUBLISH goes nowhere, as in page mode without
+    # a proxy; mode stays publish so the server does the same work.
+    n=$((32000 * STEP))
+    echo "---- sipp: $n MESSAGEs at up to 32000/s"
+    t0=$(date +%s.%N)
+    (cd "$tmp" && timeout $LIMIT_SECS sipp -sf message.xml -i $IP -p $((BASE_PORT + 5)) \
+      -r 32000 -rate_max 32000 -l 2000 -m $n -nostdin -bg -trace_stat -stf sipp-stat.csv \
+      "$IP:$sip_port" >sipp.out 2>&1)
+    # -bg returns at once: wait for sipp to end (bounded).
+    for _ in $(seq $((LIMIT_SECS * 10))); do pgrep -f "sipp -sf message.xml" >/dev/null || break; sleep 0.1; done
+    t1=$(date +%s.%N)
+    ok=$(tail -n 1 "$tmp/sipp-stat.csv" 2>/dev/null | awk -F';' '{print $16}')
+    sipp_rate=$(python3 -c 'import sys
+try: print(f"{int(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])):.0f}")
+except Exception: print("-")' "${ok:-x}" "$t0" "$t1")
+    echo "  sipp: ${ok:-?} successful of $n, ${sipp_rate}/s"
+    stop_all
+  }
+fi
+
+# ---- 3. Kamailio msilo, same generator and ramp
+msilo_run() {
+  local name=$1 children=$2
+  local port=$((BASE_PORT + 20)) dbf=$tmp/$name.sqlite
+  BASE_PORT=$((BASE_PORT + 30))
+  bash "$repo/scripts/msilo/create-db.sh" "$dbf" || { fail "$name: create-db"; return; }
+  mkdir -p "$tmp/$name-run"
+  kamailio -f "$repo/scripts/msilo/kamailio-msilo.cfg" -DD -E -Y "$tmp/$name-run" \
+    --substdef="!KAM_PORT!$port!g" --substdef="!KAM_DB_URL!sqlite://$dbf!g" \
+    --substdef="!KAM_CHILDREN!$children!g" >"$tmp/$name.log" 2>&1 &
+  pids+=("$!")
+  sleep 1
+  run_bench "$name" page --sip "udp:$IP:$port" --rate $RAMP --step-secs $STEP --drain-secs $DRAIN
+  rows=$(sqlite3 "$dbf" "SELECT count(*) FROM silo;" 2>/dev/null || echo -)
+  echo "  $name: $rows rows in silo"
+  eval "${name//-/_}_rows=\$rows"
+  stop_all
+}
+msilo_1_rows=- msilo_2_rows=-
+if command -v kamailio >/dev/null && compgen -G "/usr/lib/*/kamailio/modules/msilo.so" >/dev/null \
+    && command -v sqlite3 >/dev/null; then
+  msilo_run msilo-1 1
+  msilo_run msilo-2 2
+else
+  echo "SKIPPED: Kamailio msilo: install kamailio kamailio-sqlite-modules sqlite3"
+fi
+
+# ---- the table
+d=$tmp/deposit.json
+page_max=$(jget "$tmp/page.json" max_accepted_per_sec)
+msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
+{
+  echo
+  echo "| figure | value | target |"
+  echo "| --- | --- | --- |"
+  echo "| limit: store alone, 1000 tasks, group commit (rows/s) | $limit_rate | |"
+  echo "| limit: store alone, one row per commit (rows/s) | $limit_single | |"
+  echo "| deposit C=$C M=$M K=$K: stored msg/s (MSRP 200) | $deposit_max | ≥ 50,000 |"
+  echo "| deposit: rows in the DB / 200s | $(jget "$d" db_rows_added) / $(jget "$d" messages_stored) | equal |"
+  echo "| deposit: MSRP 200 latency p50 / p99 / max (ms) | $(jget "$d" msrp_200_p50_ms) / $(jget "$d" msrp_200_p99_ms) / $(jget "$d" msrp_200_max_ms) | |"
+  echo "| deposit: sessions/s (setup+$((M * C / K))-message session+BYE) | $(jget "$d" sessions_per_sec) | |"
+  echo "| deposit: PUBLISHes seen (mailboxes) | $(jget "$d" publishes) ($(jget "$d" mailboxes_published)) | |"
+  echo "| deposit at half rate ($half/s): achieved msg/s | $(jget "$tmp/deposit-half.json" stored_per_sec) | |"
+  echo "| deposit at half rate: MSRP 200 p99 (ms) | $(jget "$tmp/deposit-half.json" msrp_200_p99_ms) | ≤ 5 |"
+  echo "| one mailbox at 1000/s: PUBLISHes, max in flight | $(jget "$tmp/one-mailbox.json" publishes), $(jget "$tmp/one-mailbox.json" max_publishes_in_flight_per_mailbox) | ≤ 1 in flight, exact last count |"
+  echo "| fetch N=$N: seconds | $(jget "$tmp/fetch.json" fetch_seconds) | ≤ 0.5 |"
+  echo "| fetch: messages/s | $(jget "$tmp/fetch.json" fetch_per_sec) | |"
+  echo "| sessions S=$S: setups/s | $(jget "$tmp/sessions.json" setups_per_sec) | ≥ 2,000 |"
+  echo "| sessions: teardowns/s | $(jget "$tmp/sessions.json" teardowns_per_sec) | ≥ 2,000 |"
+  echo "| sessions: RSS per idle session (KiB) | $(jget "$tmp/sessions.json" rss_per_session_kib) | ≤ 20 |"
+  echo "| page mode: max stored MESSAGE/s (ramp $RAMP) | $page_max | ≥ 10× msilo |"
+  echo "| page mode: 202 latency p50 / p99 (ms) | $(jget "$tmp/page.json" answer_p50_ms) / $(jget "$tmp/page.json" answer_p99_ms) | |"
+  echo "| page mode via sipp (32000/s offered) | $sipp_rate | |"
+  echo "| msilo 1 worker: max stored MESSAGE/s | $msilo_max | |"
+  echo "| msilo 1 worker: rows in silo / 202s | $msilo_1_rows / $(jget "$tmp/msilo-1.json" accepted) | |"
+  echo "| msilo 2 workers: max stored MESSAGE/s | $(jget "$tmp/msilo-2.json" max_accepted_per_sec) | |"
+  echo "| msilo 2 workers: rows in silo / 202s / non-2xx | $msilo_2_rows / $(jget "$tmp/msilo-2.json" accepted) / $(jget "$tmp/msilo-2.json" rejected) | |"
+  echo "| ratio deposit / limit | $(ratio "$deposit_max" "$limit_rate") | ≥ 0.25 |"
+  echo "| ratio page mode / limit | $(ratio "$page_max" "$limit_rate") | |"
+  echo "| ratio page mode / msilo (1 worker) | $(ratio "$page_max" "$msilo_max") | ≥ 10 |"
+  echo "| ratio deposit / msilo (1 worker) | $(ratio "$deposit_max" "$msilo_max") | |"
+} | tee "$tmp/table.md"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ $failures -gt 0 ]; then
+  echo "bench.sh: $failures step(s) failed"
+  exit 1
+fi
+echo "bench.sh: all steps ran"
