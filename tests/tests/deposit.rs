@@ -14,7 +14,7 @@ use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::token;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 const BOB: &str = "sip:bob@example.com";
 const ALICE: &str = "sip:alice@example.com";
 
@@ -249,5 +249,62 @@ async fn bad_input_gets_protocol_errors_and_stores_nothing() -> anyhow::Result<(
     .await;
     assert_eq!(status, 403);
     assert_eq!(store.counts("sip:carol@example.com").await?.new, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_is_hung_up_and_log_lines_carry_their_fields() -> anyhow::Result<()> {
+    let mut server = Server::start("[mwi]\nmode = \"notify\"\n[deposit]\nidle_timeout_secs = 1\n")?;
+    let (mut uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let mut chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
+    chat.next_message(WAIT).await?;
+    chat.send("text/plain", b"secret words".to_vec()).await?;
+    // No more messages: the server hangs up after the idle time.
+    chat.wait_bye(&mut uac, WAIT).await?;
+    let ended = server.wait_log(|l| l["message"] == "deposit session ended", WAIT)?;
+    assert_eq!(ended["reason"], "idle timeout");
+    assert_eq!(ended["stored"], 1);
+
+    // One INFO line per stored message with call-id, mailbox, peer, sender, size and id;
+    // never the body.
+    let stored = server.wait_log(|l| l["message"] == "message stored", WAIT)?;
+    assert_eq!(stored["call_id"], chat.call_id.as_str());
+    assert_eq!(stored["mailbox"], BOB);
+    assert_eq!(stored["sender"], ALICE);
+    assert_eq!(stored["bytes"], 12);
+    assert!(stored["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
+    assert!(stored["id"].as_i64().is_some());
+    assert!(
+        !server.raw_logs().contains("secret words"),
+        "bodies stay out of the log"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mailbox_with_accept_policy_tells_the_caller() -> anyhow::Result<()> {
+    let server = Server::start(
+        "[mwi]\nmode = \"notify\"\n[store]\nmax_messages_per_mailbox = 1\n[deposit]\nmailbox_full = \"accept\"\n",
+    )?;
+    let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let mut chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
+    chat.next_message(WAIT).await?;
+    chat.send("text/plain", b"fills it".to_vec()).await?;
+    chat.bye(&uac, WAIT).await?;
+
+    let mut chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
+    let (_, greeting) = chat.next_message(WAIT).await?;
+    let greeting = CpimMessage::parse(&greeting)?;
+    assert!(
+        String::from_utf8_lossy(&greeting.body).contains("mailbox is full"),
+        "{:?}",
+        greeting.body
+    );
+    let refused = chat.send("text/plain", b"lost".to_vec()).await;
+    assert!(format!("{refused:?}").contains("403"), "{refused:?}");
+    chat.bye(&uac, WAIT).await?;
+    assert_eq!(open_store(&server.db)?.counts(BOB).await?.new, 1);
     Ok(())
 }

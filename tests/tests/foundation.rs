@@ -12,7 +12,7 @@ use mwi_store::client::sip_uac::{token, SipUac};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 
 fn options(uac_addr: SocketAddr, transport: &str, call_id: &str) -> String {
     format!(
