@@ -10,8 +10,11 @@ pub mod sip_front;
 pub mod split;
 pub mod xml_bodies;
 
+/// The properties of one target: panics on a violation.
+pub type Check = fn(&[u8]);
+
 /// Every target by name (the directory name under `corpus/` and `regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("sip_front", sip_front::check),
     ("msrp_stream", msrp_stream::check),
     ("cpim", cpim::check),

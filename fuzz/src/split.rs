@@ -1,7 +1,7 @@
 //! The input format of the stream targets: `[flags] [n] [n piece lengths] [payload]`.
 //! The payload is fed once whole and once cut into pieces of the given lengths (each byte
-//! + 1, used in turn, the rest as the last piece), so libFuzzer mutates both the bytes and
-//! the read boundaries. Bit 0 of `flags` selects small size limits, which makes the limit
+//! plus one, used in turn, the rest as the last piece), so libFuzzer mutates both the bytes
+//! and the read boundaries. Bit 0 of `flags` selects small size limits, which makes the limit
 //! paths reachable with short inputs.
 
 /// A decoded stream input.
