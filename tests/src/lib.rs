@@ -56,8 +56,12 @@ pub struct Server {
     pub sip_udp: SocketAddr,
     /// SIP over TCP.
     pub sip_tcp: SocketAddr,
+    /// SIP over TLS, when a `tls:` listener is configured.
+    pub sip_tls: Option<SocketAddr>,
     /// MSRP listener.
     pub msrp: SocketAddr,
+    /// MSRP over TLS listener (`msrp.tls_listen`), when configured.
+    pub msrps: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub config: PathBuf,
@@ -115,7 +119,9 @@ impl Server {
             child,
             sip_udp: SocketAddr::from(([127, 0, 0, 1], 0)),
             sip_tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sip_tls: None,
             msrp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            msrps: None,
             dir,
             db,
             config,
@@ -133,6 +139,7 @@ impl Server {
             match transport {
                 "udp" => server.sip_udp = a,
                 "tcp" => server.sip_tcp = a,
+                "tls" => server.sip_tls = Some(a),
                 _ => {}
             }
         }
@@ -141,6 +148,10 @@ impl Server {
             .unwrap_or("")
             .parse()
             .context("bad msrp addr in start-up line")?;
+        server.msrps = match started["msrps"].as_str().unwrap_or("") {
+            "" => None,
+            a => Some(a.parse().context("bad msrps addr in start-up line")?),
+        };
         Ok(server)
     }
 

@@ -1,10 +1,12 @@
 //! Answering a chat INVITE (RFC 4975 §8 offer/answer, RFC 6135 roles): the part deposit and
 //! fetch share. It creates the MSRP session, answers 200 OK with our SDP (or 488 when the offer
-//! has no usable MSRP media) and starts the session in the negotiated role.
+//! has no usable MSRP media) and starts the session in the negotiated role. A `TCP/TLS/MSRP`
+//! offer gets a session on the TLS endpoint (`msrps` path, RFC 4975 §14.2) when one is
+//! configured; otherwise the TCP endpoint answers and such an offer gets 488.
 
 use std::net::SocketAddr;
 
-use msrp_session::{build_answer, LocalMedia, MsrpSession, Negotiated};
+use msrp_session::{build_answer, LocalMedia, MsrpOffer, MsrpSession, MsrpTransport, Negotiated};
 use sip_core::{InviteSession, ServerInvite};
 
 use crate::server::App;
@@ -40,7 +42,12 @@ impl ChatLeg {
 /// Answers `invite` with an MSRP session; `None` after a rejection (488) or failure.
 pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<ChatLeg> {
     let peer = invite.source().addr;
-    let session = app.msrp.create_session();
+    let offers_tls = MsrpOffer::offered_transports(invite.body()).contains(&MsrpTransport::Tls);
+    let endpoint = match &app.msrps {
+        Some(msrps) if offers_tls => msrps,
+        _ => &app.msrp,
+    };
+    let session = endpoint.create_session();
     let local = LocalMedia::with_defaults(
         session.local_path(),
         Some(app.config.msrp.max_message_bytes),

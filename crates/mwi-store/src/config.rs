@@ -23,12 +23,14 @@ pub struct Config {
     pub deposit: DepositSection,
     pub log: LogSection,
     pub metrics: MetricsSection,
+    pub tls: TlsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipSection {
-    /// `transport:host:port`, transport `udp` or `tcp`; IPv6 as `udp:[::1]:5070`.
+    /// `transport:host:port`, transport `udp`, `tcp` or `tls` (needs `[tls]`); IPv6 as
+    /// `udp:[::1]:5070`.
     pub listen: Vec<String>,
     /// Addresses or CIDRs whose From / P-Asserted-Identity are believed (RFC 3325).
     pub trusted_proxies: Vec<String>,
@@ -63,6 +65,9 @@ pub struct MsrpSection {
     pub chunk_size: usize,
     /// How long an outgoing SEND waits for its response.
     pub send_timeout_secs: u64,
+    /// `host:port` of the MSRP-over-TLS listener (`msrps` paths, answers `TCP/TLS/MSRP`
+    /// offers; needs `[tls]`); empty (the default): no MSRP over TLS.
+    pub tls_listen: String,
 }
 
 impl Default for MsrpSection {
@@ -72,8 +77,22 @@ impl Default for MsrpSection {
             max_message_bytes: 1024 * 1024,
             chunk_size: 2048,
             send_timeout_secs: 30,
+            tls_listen: String::new(),
         }
     }
+}
+
+/// Certificate and key for `tls:` SIP listeners and the MSRP TLS listener.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM trust anchors for peers we connect to over TLS (MSRP when we are the active side);
+    /// empty: no peer is trusted, so such connections fail.
+    pub ca: PathBuf,
 }
 
 /// SQLite durability: `full` (default) makes every acknowledged message survive power loss.
@@ -278,6 +297,7 @@ pub struct TransportAddr {
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl std::str::FromStr for TransportAddr {
@@ -290,7 +310,8 @@ impl std::str::FromStr for TransportAddr {
         let transport = match transport.to_ascii_lowercase().as_str() {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+            "tls" => Transport::Tls,
+            other => return Err(format!("unknown transport `{other}` (udp, tcp or tls)")),
         };
         let addr = rest
             .parse::<SocketAddr>()
@@ -304,6 +325,7 @@ impl std::fmt::Display for TransportAddr {
         let t = match self.transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         };
         write!(f, "{t}:{}", self.addr)
     }
@@ -370,8 +392,11 @@ impl Config {
                 self.fetch.window
             );
         }
-        if self.mwi.mode != MwiMode::Notify {
-            self.mwi_proxy()?;
+        if self.mwi.mode != MwiMode::Notify && self.mwi_proxy()?.transport == Transport::Tls {
+            bail!(
+                "key `mwi.proxy` = {:?}: PUBLISH over TLS is not supported; use udp or tcp",
+                self.mwi.proxy
+            );
         }
         if self.mwi.expires < 60 {
             bail!(
@@ -404,7 +429,37 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("key `log.level` = {:?}: {e}", self.log.level))?;
         self.metrics_listen()?;
+        self.msrp_tls_listen()?;
+        let no_pair = self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty();
+        if no_pair && self.needs_tls()? {
+            bail!(
+                "keys `tls.cert` / `tls.key` are empty: a `tls:` entry in `sip.listen` or \
+                 `msrp.tls_listen` needs a PEM certificate and key"
+            );
+        }
         Ok(())
+    }
+
+    /// True when a SIP `tls:` listener or the MSRP TLS listener is configured.
+    pub fn needs_tls(&self) -> anyhow::Result<bool> {
+        let sip_tls = self
+            .sip_listen()?
+            .iter()
+            .any(|l| l.transport == Transport::Tls);
+        Ok(sip_tls || self.msrp_tls_listen()?.is_some())
+    }
+
+    /// The parsed MSRP TLS listen address; `None` when MSRP over TLS is off.
+    pub fn msrp_tls_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.msrp.tls_listen.is_empty() {
+            return Ok(None);
+        }
+        self.msrp.tls_listen.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "key `msrp.tls_listen` = {:?}: expected host:port such as 127.0.0.1:2856, or \"\" for off ({e})",
+                self.msrp.tls_listen
+            )
+        })
     }
 
     /// The parsed metrics address; `None` when metrics are off.
@@ -550,6 +605,35 @@ idle_timeout_secs = 90
 
         let err = Config::parse("[msrp]\nlisten = \"nowhere\"\n").expect_err("bad");
         assert!(err.to_string().contains("msrp.listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_listeners_need_a_certificate_and_publish_stays_off_tls() {
+        let c = Config::parse(
+            "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n[msrp]\ntls_listen = \"127.0.0.1:2856\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.sip_listen().expect("parses")[0].transport, Transport::Tls);
+        assert_eq!(
+            c.sip_listen().expect("parses")[0].to_string(),
+            "tls:127.0.0.1:5061"
+        );
+        assert_eq!(
+            c.msrp_tls_listen().expect("parses"),
+            Some("127.0.0.1:2856".parse().expect("addr"))
+        );
+        assert!(c.needs_tls().expect("parses"));
+        assert!(!Config::default().needs_tls().expect("parses"));
+
+        let err = Config::parse("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n").expect_err("no cert");
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        let err = Config::parse("[msrp]\ntls_listen = \"127.0.0.1:2856\"\n").expect_err("no cert");
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        let err = Config::parse("[msrp]\ntls_listen = \"nowhere\"\n").expect_err("bad");
+        assert!(err.to_string().contains("msrp.tls_listen"), "{err}");
+        let err = Config::parse("[mwi]\nproxy = \"tls:127.0.0.1:5061\"\n").expect_err("tls proxy");
+        assert!(err.to_string().contains("mwi.proxy"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fetch_endpoint::{FetchDecision, FetchUri};
 use message_store::{Limits, Store, StoreConfig, Synchronous};
-use msrp_session::{EndpointConfig, MsrpEndpoint};
+use msrp_session::{EndpointConfig, MsrpEndpoint, MsrpTls};
 use sip_core::{
     asserted_identity, Aor, AssertedIdentity, Credentials, IncomingRequest, ListenAddr, Method,
     ServerRequest, SipEndpoint, SipEndpointConfig, TrustedProxies,
@@ -30,6 +30,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub msrp: MsrpEndpoint,
+    /// The MSRP-over-TLS endpoint (`msrp.tls_listen`), for `TCP/TLS/MSRP` offers.
+    pub msrps: Option<MsrpEndpoint>,
     pub sip: SipEndpoint,
     pub trusted: TrustedProxies,
     pub fetch_uri: FetchUri,
@@ -112,7 +114,24 @@ fn listen_addr(t: crate::config::TransportAddr) -> ListenAddr {
     match t.transport {
         Transport::Udp => ListenAddr::udp(t.addr),
         Transport::Tcp => ListenAddr::tcp(t.addr),
+        Transport::Tls => ListenAddr::tls(t.addr),
     }
+}
+
+/// The `[tls]` certificate, key and trust anchors, loaded when a TLS listener needs them.
+fn load_tls(config: &Config) -> anyhow::Result<Option<MsrpTls>> {
+    if !config.needs_tls()? {
+        return Ok(None);
+    }
+    let server = sip_core::tls::server_config_from_pem(&config.tls.cert, &config.tls.key)
+        .context("keys `tls.cert` / `tls.key`")?;
+    let client = if config.tls.ca.as_os_str().is_empty() {
+        sip_core::tls::client_config(Vec::new())
+    } else {
+        sip_core::tls::client_config_from_pem(&config.tls.ca)
+    }
+    .context("key `tls.ca`")?;
+    Ok(Some(MsrpTls { server, client }))
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -122,19 +141,32 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
         tokio::task::spawn_blocking(move || open_store(&config, true)).await??
     };
 
+    let tls = load_tls(&config)?;
     let msrp_addr = config.msrp_listen()?;
-    let msrp = MsrpEndpoint::bind(
-        msrp_addr,
-        EndpointConfig {
-            chunk_size: config.msrp.chunk_size,
-            max_message_bytes: config.msrp.max_message_bytes,
-            transaction_timeout: Duration::from_secs(config.msrp.send_timeout_secs),
-            listen_backlog: config.sip.tcp_backlog,
-            ..EndpointConfig::default()
-        },
-    )
-    .await
-    .with_context(|| format!("cannot listen for MSRP on {msrp_addr}"))?;
+    let msrp_config = EndpointConfig {
+        chunk_size: config.msrp.chunk_size,
+        max_message_bytes: config.msrp.max_message_bytes,
+        transaction_timeout: Duration::from_secs(config.msrp.send_timeout_secs),
+        listen_backlog: config.sip.tcp_backlog,
+        ..EndpointConfig::default()
+    };
+    let msrp = MsrpEndpoint::bind(msrp_addr, msrp_config.clone())
+        .await
+        .with_context(|| format!("cannot listen for MSRP on {msrp_addr}"))?;
+    let msrps = match (config.msrp_tls_listen()?, &tls) {
+        (Some(addr), Some(tls)) => Some(
+            MsrpEndpoint::bind(
+                addr,
+                EndpointConfig {
+                    tls: Some(tls.clone()),
+                    ..msrp_config
+                },
+            )
+            .await
+            .with_context(|| format!("cannot listen for MSRP over TLS on {addr}"))?,
+        ),
+        _ => None,
+    };
 
     let publish = config.mwi.mode != MwiMode::Notify;
     let sip_config = SipEndpointConfig {
@@ -150,6 +182,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
             password: config.mwi.auth_password.clone(),
             realm: None,
         }),
+        tls: tls.as_ref().map(|t| t.server.clone()),
         ..SipEndpointConfig::default()
     };
     let (sip, mut incoming) = SipEndpoint::start(sip_config)
@@ -197,6 +230,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
         config,
         store,
         msrp,
+        msrps,
         sip,
         local_hosts,
         deposits,
@@ -218,6 +252,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
     tracing::info!(
         sip = sip_addrs.join(" "),
         msrp = %app.msrp.local_addr(),
+        msrps = app.msrps.as_ref().map(|e| e.local_addr().to_string()).unwrap_or_default(),
         store = %app.config.store.path.display(),
         fetch_uri = %app.config.fetch.uri,
         mwi_mode = ?app.config.mwi.mode,

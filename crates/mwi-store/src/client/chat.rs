@@ -95,7 +95,13 @@ pub async fn call(
         accept_wrapped_types: vec!["text/plain".into(), "message/imdn+xml".into()],
         max_size: None,
     };
-    let sdp = build_offer(&local, MsrpTransport::Tcp, opts.setup.clone());
+    // An msrps endpoint offers TCP/TLS/MSRP (RFC 4975 §8.1).
+    let transport = if msrp.is_tls() {
+        MsrpTransport::Tls
+    } else {
+        MsrpTransport::Tcp
+    };
+    let sdp = build_offer(&local, transport, opts.setup.clone());
     let call_id = format!("{}@mwi-client", token());
     let from_header = match &opts.from_name {
         Some(n) => format!("\"{n}\" <{}>;tag={}", opts.from, token()),
@@ -104,10 +110,10 @@ pub async fn call(
     let mut text = format!(
         "INVITE {to} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from_header}\r\n\
          To: <{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-         Contact: <sip:client@{local}>\r\nContent-Type: application/sdp\r\n",
+         Contact: <{contact}>\r\nContent-Type: application/sdp\r\n",
         to = opts.to,
         via = uac.via(),
-        local = uac.local_addr(),
+        contact = uac.contact_uri("client"),
     );
     if let Some(pai) = &opts.asserted_identity {
         text.push_str(&format!("P-Asserted-Identity: <{pai}>\r\n"));

@@ -1,4 +1,5 @@
-//! A small SIP user agent over UDP for the client CLI and the end-to-end tests.
+//! A small SIP user agent over UDP (or one TLS connection, RFC 3261 §26.2.1) for the client
+//! CLI and the end-to-end tests.
 //!
 //! It writes requests as text, the way a phone would, and reads what the server sends with
 //! rsipstack's parser. One reader task routes responses to the transaction waiting for them
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use rsipstack::sip::SipMessage;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 /// A parsed SIP message with the header lookups the client needs.
@@ -150,10 +152,18 @@ pub fn tag_of(value: &str) -> Option<String> {
 
 type TxKey = (String, u32, String);
 
-/// A UDP user agent bound to one local address, talking to one server.
+/// Where the user agent's bytes go: a UDP socket, or a TLS connection to the server whose
+/// writer task takes whole messages.
+#[derive(Debug)]
+enum Wire {
+    Udp(Arc<UdpSocket>),
+    Tls(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+/// A user agent bound to one local address, talking to one server over UDP or TLS.
 #[derive(Debug)]
 pub struct SipUac {
-    socket: Arc<UdpSocket>,
+    wire: Wire,
     local: SocketAddr,
     server: SocketAddr,
     waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>>,
@@ -185,7 +195,72 @@ impl SipUac {
         let (req_tx, requests) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(socket.clone(), waiting.clone(), req_tx));
         Ok(Self {
-            socket,
+            wire: Wire::Udp(socket),
+            local,
+            server,
+            waiting,
+            requests,
+            reader,
+        })
+    }
+
+    /// Connects to `server` over TLS, checking its certificate against `server_name` with
+    /// `tls`'s trust anchors; every request and reply then goes over that connection.
+    pub async fn connect_tls(
+        server: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(server)
+            .await
+            .with_context(|| format!("connect to {server}"))?;
+        let local = tcp.local_addr()?;
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+            .with_context(|| format!("TLS server name {server_name:?}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS handshake with {server}"))?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let routes = waiting.clone();
+        let reader = tokio::spawn(async move {
+            let writer = async move {
+                while let Some(bytes) = out_rx.recv().await {
+                    if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let reader = async move {
+                let mut framer = StreamBuffer::default();
+                let mut chunk = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match rd.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !framer.push(chunk.get(..n).unwrap_or_default()) {
+                        return;
+                    }
+                    while let Some(bytes) = framer.next_message() {
+                        if let Ok(msg) = Message::parse(&bytes, server) {
+                            if !route(msg, &routes, &req_tx) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = writer => {}
+                () = reader => {}
+            }
+        });
+        Ok(Self {
+            wire: Wire::Tls(out_tx),
             local,
             server,
             waiting,
@@ -198,18 +273,47 @@ impl SipUac {
         self.local
     }
 
+    /// Our Contact URI for `user`, naming TLS when the server must reach us over this
+    /// connection (it never connects out over TLS).
+    pub fn contact_uri(&self, user: &str) -> String {
+        match self.wire {
+            Wire::Udp(_) => format!("sip:{user}@{}", self.local),
+            Wire::Tls(_) => format!("sip:{user}@{};transport=tls", self.local),
+        }
+    }
+
     pub fn server(&self) -> SocketAddr {
         self.server
     }
 
     /// A `Via` header value for a new transaction.
     pub fn via(&self) -> String {
-        format!("SIP/2.0/UDP {};branch=z9hG4bK{}", self.local, token())
+        let transport = match self.wire {
+            Wire::Udp(_) => "UDP",
+            Wire::Tls(_) => "TLS",
+        };
+        format!(
+            "SIP/2.0/{transport} {};branch=z9hG4bK{}",
+            self.local,
+            token()
+        )
     }
 
     /// Sends raw bytes to the server.
     pub async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.socket.send_to(bytes, self.server).await?;
+        self.send_to(bytes, self.server).await
+    }
+
+    /// UDP: a datagram to `to`; TLS: the bytes on the one connection.
+    async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> anyhow::Result<()> {
+        match &self.wire {
+            Wire::Udp(socket) => {
+                socket.send_to(bytes, to).await?;
+            }
+            Wire::Tls(tx) => tx
+                .send(bytes.to_vec())
+                .map_err(|_| anyhow!("TLS connection to {} closed", self.server))?,
+        }
         Ok(())
     }
 
@@ -287,8 +391,68 @@ impl SipUac {
             }
             None => bytes.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
         }
-        self.socket.send_to(&bytes, req.source).await?;
-        Ok(())
+        self.send_to(&bytes, req.source).await
+    }
+}
+
+/// Largest message the TLS reader buffers; a server message is far smaller.
+const MAX_STREAM_MESSAGE: usize = 256 * 1024;
+
+/// Splits a SIP byte stream into messages by the empty line and Content-Length
+/// (RFC 3261 §18.3), for the TLS connection.
+#[derive(Debug, Default)]
+struct StreamBuffer {
+    buf: Vec<u8>,
+}
+
+impl StreamBuffer {
+    /// Appends bytes; false when the buffer would exceed [`MAX_STREAM_MESSAGE`].
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        self.buf.extend_from_slice(bytes);
+        self.buf.len() <= MAX_STREAM_MESSAGE
+    }
+
+    /// The next complete message, keep-alive CRLFs skipped.
+    fn next_message(&mut self) -> Option<Vec<u8>> {
+        let start = self.buf.iter().position(|b| *b != b'\r' && *b != b'\n')?;
+        self.buf.drain(..start);
+        let head_end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(self.buf.get(..head_end)?).into_owned();
+        let body_len = head
+            .split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| {
+                let name = name.trim();
+                name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l")
+            })
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let total = head_end.checked_add(body_len)?;
+        if self.buf.len() < total {
+            return None;
+        }
+        Some(self.buf.drain(..total).collect())
+    }
+}
+
+/// Hands a message to the transaction waiting for it (responses) or to `next_request`;
+/// false once nobody reads requests any more.
+fn route(
+    msg: Message,
+    waiting: &Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>,
+    requests: &mpsc::UnboundedSender<Message>,
+) -> bool {
+    if msg.is_response() {
+        let (num, method) = msg.cseq();
+        let key = (msg.call_id().to_string(), num, method);
+        if let Ok(map) = waiting.lock() {
+            if let Some(tx) = map.get(&key) {
+                let _ = tx.send(msg);
+            }
+        }
+        true
+    } else {
+        requests.send(msg).is_ok()
     }
 }
 
@@ -323,15 +487,7 @@ async fn read_loop(
         let Ok(msg) = Message::parse(data, from) else {
             continue;
         };
-        if msg.is_response() {
-            let (num, method) = msg.cseq();
-            let key = (msg.call_id().to_string(), num, method);
-            if let Ok(map) = waiting.lock() {
-                if let Some(tx) = map.get(&key) {
-                    let _ = tx.send(msg);
-                }
-            }
-        } else if requests.send(msg).is_err() {
+        if !route(msg, &waiting, &requests) {
             return;
         }
     }
@@ -343,4 +499,23 @@ pub fn expect_status(msg: &Message, status: u16) -> anyhow::Result<()> {
         bail!("expected {status}, got `{}`", msg.start_line);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_buffer_frames_by_content_length_and_skips_keepalives() {
+        let mut b = StreamBuffer::default();
+        assert!(b.push(b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length: 3\r\n\r\nab"));
+        assert_eq!(b.next_message(), None, "body incomplete");
+        assert!(b.push(b"cSIP/2.0 100 Trying\r\nl: 0\r\n\r\n"));
+        let first = b.next_message().expect("first message");
+        assert!(first.ends_with(b"\r\n\r\nabc"));
+        let second = b.next_message().expect("second message");
+        assert!(second.starts_with(b"SIP/2.0 100"));
+        assert_eq!(b.next_message(), None);
+        assert!(!b.push(&vec![b'x'; MAX_STREAM_MESSAGE + 1]));
+    }
 }
