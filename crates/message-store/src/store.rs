@@ -60,11 +60,18 @@ impl Store {
 
     /// Stores `message`; resolves after the commit containing it is durable. Over a limit:
     /// `StoreError::Limit` and nothing is written.
-    pub async fn insert(&self, message: NewMessage) -> Result<StoredId, StoreError> {
-        deposit::check_size(&self.config.limits, message.body.len())?;
-        self.writer
-            .call(move |cx| deposit::insert(cx, &message))
-            .await
+    ///
+    /// The row is queued when this is called, so a session may keep several inserts in flight
+    /// and still have them stored (and numbered) in the order it received them.
+    pub fn insert(
+        &self,
+        message: NewMessage,
+    ) -> impl std::future::Future<Output = Result<StoredId, StoreError>> + Send + 'static {
+        let queued = deposit::check_size(&self.config.limits, message.body.len()).map(|()| {
+            self.writer
+                .call_queued(move |cx| deposit::insert(cx, &message))
+        });
+        async move { queued?.await }
     }
 
     /// Atomically claims up to `limit` of the oldest waiting messages of `mailbox` that no

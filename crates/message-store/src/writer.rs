@@ -137,6 +137,32 @@ impl Writer {
         self.queue(work, true).await
     }
 
+    /// Like [`Self::call`], but the job is queued now, not when the future is first polled:
+    /// jobs queued one after another from one task commit in that order even when their
+    /// futures are awaited concurrently.
+    pub(crate) fn call_queued<T, F>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let queued = self
+            .jobs
+            .send(Box::new(Call {
+                work,
+                durable: true,
+                reply,
+            }))
+            .map_err(|_| StoreError::WorkerGone);
+        async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::WorkerGone)?
+        }
+    }
+
     /// Queues `work` whose result need not survive power loss (fetch claims, which are cleared
     /// on open anyway). A batch made only of such jobs commits without the fsync; a later
     /// durable commit's fsync covers its WAL frames too, as they precede it in the file.

@@ -9,11 +9,15 @@ use message_store::{LimitExceeded, NewMessage, Source, StoreError};
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use msrp_session::{IncomingMessage, SessionEvent};
 use sip_core::{Aor, AssertedIdentity, DialogEvent, ServerInvite};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::chat::{self, ChatLeg};
 use crate::config::MailboxFullPolicy;
 use crate::server::{call_id_of, mailbox_of, App};
+
+/// Commits one deposit session may have in flight before it stops reading (back-pressure).
+const MAX_COMMITS_IN_FLIGHT: usize = 64;
 
 /// What a received body is, for the store.
 #[derive(Debug)]
@@ -193,6 +197,13 @@ pub async fn handle_invite(
         );
         return;
     }
+    let caller = identity.aor.to_string();
+    if let Err(headers) =
+        crate::limits::check_deposit_rate(&app, &caller, peer, "chat INVITE", false)
+    {
+        let _ = invite.reject(486, headers);
+        return;
+    }
     let recipient = sip_core::headers::header_value(&invite.request().headers, "To")
         .and_then(|t| Aor::parse(&t).ok())
         .map_or_else(|| mailbox.to_string(), |a| a.to_string());
@@ -237,7 +248,7 @@ fn greeting(
 }
 
 async fn run_session(
-    app: &App,
+    app: &Arc<App>,
     leg: &mut ChatLeg,
     mailbox: &Aor,
     identity: &AssertedIdentity,
@@ -248,14 +259,20 @@ async fn run_session(
     let mut deadline = Instant::now() + idle;
     let mut stored = 0u64;
     let mut greeted = false;
-    loop {
+    let mut committing: JoinSet<bool> = JoinSet::new();
+    let reason = loop {
         tokio::select! {
             ev = leg.dialog.next_event() => match ev {
                 Some(DialogEvent::Ack) | Some(DialogEvent::ReInvite) => {}
-                Some(DialogEvent::Bye) => return (stored, "caller hung up"),
-                Some(DialogEvent::Cancelled) => return (stored, "cancelled"),
-                Some(DialogEvent::Terminated(_)) | None => return (stored, "dialog ended"),
+                Some(DialogEvent::Bye) => break "caller hung up",
+                Some(DialogEvent::Cancelled) => break "cancelled",
+                Some(DialogEvent::Terminated(_)) | None => break "dialog ended",
             },
+            Some(done) = committing.join_next(), if !committing.is_empty() => {
+                if let Ok(true) = done {
+                    stored += 1;
+                }
+            }
             ev = leg.session.next_event() => match ev {
                 Some(SessionEvent::Bound) => {
                     if !greeted {
@@ -277,36 +294,52 @@ async fn run_session(
                 }
                 Some(SessionEvent::Message(m)) => {
                     deadline = Instant::now() + idle;
-                    if store_message(app, leg, mailbox, identity, recipient, m).await {
-                        stored += 1;
+                    // Bounded pipeline: past the limit, wait for the oldest commit first.
+                    if committing.len() >= MAX_COMMITS_IN_FLIGHT {
+                        if let Some(Ok(true)) = committing.join_next().await {
+                            stored += 1;
+                        }
+                    }
+                    if let Some(work) = store_message(app, leg, mailbox, identity, recipient, m) {
+                        committing.spawn(work);
                     }
                 }
                 Some(SessionEvent::Closed(_)) | None => {
                     leg.hang_up().await;
-                    return (stored, "MSRP connection closed");
+                    break "MSRP connection closed";
                 }
             },
             () = tokio::time::sleep_until(deadline) => {
                 leg.hang_up().await;
-                return (stored, "idle timeout");
+                break "idle timeout";
             }
             () = app.shutdown.cancelled() => {
                 leg.hang_up().await;
-                return (stored, "server shutting down");
+                break "server shutting down";
             }
         }
+    };
+    // Every message taken in is answered before the session is reported ended.
+    while let Some(done) = committing.join_next().await {
+        if let Ok(true) = done {
+            stored += 1;
+        }
     }
+    (stored, reason)
 }
 
-/// Stores one complete message, then answers it. Returns true when it was stored.
-async fn store_message(
-    app: &App,
+/// Classifies one complete message and queues its insert at once (so a session's messages
+/// are stored in arrival order while several commits are in flight). Returns the rest of the
+/// work — wait for the commit, then answer 200 — or `None` when it was answered already
+/// (not storable).
+fn store_message(
+    app: &Arc<App>,
     leg: &ChatLeg,
     mailbox: &Aor,
     identity: &AssertedIdentity,
     recipient: &str,
     m: IncomingMessage,
-) -> bool {
+) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
     let IncomingMessage {
         content_type,
         body,
@@ -318,19 +351,25 @@ async fn store_message(
         Classified::Ignore(what) => {
             tracing::debug!(call_id = %leg.call_id, what, "notification answered, not stored");
             responder.accept();
-            return false;
+            return None;
         }
         Classified::Unsupported(t) => {
             tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
             responder.reject(415);
-            return false;
+            return None;
         }
         Classified::Malformed(why) => {
             tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, why, "message refused (400)");
             responder.reject(400);
-            return false;
+            return None;
         }
     };
+    let caller = identity.aor.to_string();
+    // RFC 4975 §7.3.2: 403, the action is not allowed (for now: the caller's rate).
+    if crate::limits::check_deposit_rate(app, &caller, leg.peer, "MSRP SEND", true).is_err() {
+        responder.reject(403);
+        return None;
+    }
     let bytes = body.len();
     let row = new_message(
         mailbox,
@@ -342,34 +381,41 @@ async fn store_message(
         Source::Msrp,
     );
     let started = std::time::Instant::now();
-    match app.store.insert(row).await {
-        Ok(id) => {
-            crate::metrics::METRICS.stored(Source::Msrp, bytes);
-            responder.accept();
-            tracing::info!(
-                call_id = %leg.call_id,
-                mailbox = %mailbox,
-                peer = %leg.peer,
-                sender = %identity.aor,
-                bytes,
-                id = id.0,
-                commit_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
-                "message stored"
-            );
-            let m = mailbox.to_string();
-            app.mailbox_changed(&m);
-            let _ = app.deposits.send(m);
-            true
-        }
-        Err(e) => {
-            let status = msrp_status_for(&e);
-            if status == 500 {
-                tracing::error!(call_id = %leg.call_id, mailbox = %mailbox, error = %e, "store failed; answered MSRP 500. Check disk space and the database file");
-            } else {
-                tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, why = %e, status, "message refused by a limit");
+    let committed = app.store.insert(row);
+    let app = app.clone();
+    let call_id = leg.call_id.clone();
+    let peer = leg.peer;
+    let mailbox = mailbox.to_string();
+    let sender = identity.aor.to_string();
+    Some(async move {
+        match committed.await {
+            Ok(id) => {
+                crate::metrics::METRICS.stored(Source::Msrp, bytes);
+                responder.accept();
+                tracing::info!(
+                    call_id,
+                    mailbox,
+                    peer = %peer,
+                    sender,
+                    bytes,
+                    id = id.0,
+                    commit_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                    "message stored"
+                );
+                app.mailbox_changed(&mailbox);
+                let _ = app.deposits.send(mailbox);
+                true
             }
-            responder.reject(status);
-            false
+            Err(e) => {
+                let status = msrp_status_for(&e);
+                if status == 500 {
+                    tracing::error!(call_id, mailbox, error = %e, "store failed; answered MSRP 500. Check disk space and the database file");
+                } else {
+                    tracing::info!(call_id, mailbox, peer = %peer, why = %e, status, "message refused by a limit");
+                }
+                responder.reject(status);
+                false
+            }
         }
-    }
+    })
 }
