@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogSection,
     pub metrics: MetricsSection,
     pub tls: TlsSection,
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -286,6 +287,55 @@ impl Default for LogSection {
     }
 }
 
+/// Abuse limits (`crate::limits`); every one answered with its status and logged at most once
+/// per `log_interval_secs`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Chat sessions (deposit and fetch) at once; more get 503 with Retry-After.
+    pub max_sessions: usize,
+    /// Chat sessions at once from one source address outside `sip.trusted_proxies` (a
+    /// trusted proxy carries everyone's calls: only `max_sessions` applies to it); 503.
+    pub max_sessions_per_source: usize,
+    /// Retry-After (seconds) of a 503 or 486 sent for a limit.
+    pub retry_after_secs: u32,
+    /// SIP start line and headers, bytes; larger is answered 400 (sip-core framing).
+    pub max_sip_head_bytes: usize,
+    /// SIP body (Content-Length), bytes; larger is answered 400 (sip-core framing).
+    pub max_sip_body_bytes: usize,
+    /// Accepted SIP TCP/TLS connections at once; more are closed at once.
+    pub max_sip_tcp_connections: usize,
+    /// Body of one MSRP chunk, bytes; larger is answered 413 (the message size is
+    /// `msrp.max_message_bytes`, also 413).
+    pub max_msrp_chunk_bytes: usize,
+    /// Messages one caller (the asserted sender) may deposit per minute, sustained; beyond,
+    /// a MESSAGE or a new chat INVITE gets 486 with Retry-After and a SEND gets MSRP 403.
+    /// 0 turns the limit off.
+    pub deposit_rate_per_minute: u32,
+    /// Messages a caller may deposit in a burst above the rate.
+    pub deposit_burst: u32,
+    /// A limit that keeps being hit is logged at most once per this many seconds, with the
+    /// count of hits in between.
+    pub log_interval_secs: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1000,
+            max_sessions_per_source: 20,
+            retry_after_secs: 30,
+            max_sip_head_bytes: 16 * 1024,
+            max_sip_body_bytes: 64 * 1024,
+            max_sip_tcp_connections: 1024,
+            max_msrp_chunk_bytes: 1024 * 1024,
+            deposit_rate_per_minute: 600,
+            deposit_burst: 300,
+            log_interval_secs: 10,
+        }
+    }
+}
+
 /// A transport-qualified address such as `udp:127.0.0.1:5070` or `tcp:[::1]:5070`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportAddr {
@@ -426,6 +476,7 @@ impl Config {
         if self.deposit.idle_timeout_secs == 0 {
             bail!("key `deposit.idle_timeout_secs` = 0: must be at least 1");
         }
+        self.validate_limits()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("key `log.level` = {:?}: {e}", self.log.level))?;
         self.metrics_listen()?;
@@ -460,6 +511,26 @@ impl Config {
                 self.msrp.tls_listen
             )
         })
+    }
+
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("max_sessions", l.max_sessions, 1),
+            ("max_sessions_per_source", l.max_sessions_per_source, 1),
+            ("max_sip_head_bytes", l.max_sip_head_bytes, 1024),
+            ("max_sip_body_bytes", l.max_sip_body_bytes, 1024),
+            ("max_sip_tcp_connections", l.max_sip_tcp_connections, 1),
+            ("max_msrp_chunk_bytes", l.max_msrp_chunk_bytes, 1024),
+        ] {
+            if value < min {
+                bail!("key `limits.{key}` = {value}: must be at least {min}");
+            }
+        }
+        if l.log_interval_secs == 0 {
+            bail!("key `limits.log_interval_secs` = 0: must be at least 1");
+        }
+        Ok(())
     }
 
     /// The parsed metrics address; `None` when metrics are off.

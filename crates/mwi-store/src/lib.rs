@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod deposit;
 pub mod fetch;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mwi;

@@ -68,6 +68,11 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let recipient = header_value(headers, "To")
         .and_then(|t| Aor::parse(&t).ok())
         .map_or_else(|| mailbox.to_string(), |a| a.to_string());
+    let caller = identity.aor.to_string();
+    if let Err(headers) = crate::limits::check_deposit_rate(&app, &caller, peer, "MESSAGE", true) {
+        let _ = req.reply(486, headers, None).await;
+        return;
+    }
     let bytes = body.len();
     let mut row = new_message(
         &mailbox,

@@ -44,6 +44,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     next_fetch_id: AtomicU64,
     pub notifier: Option<notifier::Notifier>,
+    /// Session and rate limits (`[limits]`).
+    pub limits: crate::limits::Limiter,
 }
 
 impl App {
@@ -148,6 +150,10 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
         max_message_bytes: config.msrp.max_message_bytes,
         transaction_timeout: Duration::from_secs(config.msrp.send_timeout_secs),
         listen_backlog: config.sip.tcp_backlog,
+        limits: msrp_session::DecoderLimits {
+            max_body_bytes: config.limits.max_msrp_chunk_bytes,
+            ..msrp_session::DecoderLimits::default()
+        },
         ..EndpointConfig::default()
     };
     let msrp = MsrpEndpoint::bind(msrp_addr, msrp_config.clone())
@@ -183,6 +189,12 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
             realm: None,
         }),
         tls: tls.as_ref().map(|t| t.server.clone()),
+        limits: sip_core::Limits {
+            max_head_bytes: config.limits.max_sip_head_bytes,
+            max_body_bytes: config.limits.max_sip_body_bytes,
+            max_connections: config.limits.max_sip_tcp_connections,
+            ..sip_core::Limits::default()
+        },
         ..SipEndpointConfig::default()
     };
     let (sip, mut incoming) = SipEndpoint::start(sip_config)
@@ -226,6 +238,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
             .map_err(|e| anyhow::anyhow!("key `sip.trusted_proxies`: {e}"))?,
         fetch_uri: FetchUri::parse(&config.fetch.uri)
             .map_err(|e| anyhow::anyhow!("key `fetch.uri`: {e}"))?,
+        limits: crate::limits::Limiter::new(&config.limits),
         mwi: MwiHandle::new(publish_tx, notify_tx),
         config,
         store,
@@ -242,6 +255,11 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
     spawn_retention(app.clone(), &tracker);
     crate::republish::spawn(app.clone(), &tracker);
     crate::metrics::spawn(app.clone(), &tracker).await?;
+    crate::limits::spawn_front_report(
+        app.sip.clone(),
+        Duration::from_secs(app.config.limits.log_interval_secs),
+        app.shutdown.clone(),
+    );
 
     let sip_addrs: Vec<String> = app
         .sip
@@ -360,6 +378,10 @@ async fn dispatch(app: Arc<App>, req: IncomingRequest) {
             let source = invite.source();
             let identity = app.identity(request, source.addr);
             let trusted = app.trusted.contains(source.addr.ip());
+            let _session = match app.limits.session(source.addr.ip(), trusted) {
+                Ok(permit) => permit,
+                Err(why) => return crate::limits::refuse_session(&app, invite, why),
+            };
             let decision = fetch_endpoint::decide(
                 &sip_core::uri_text(&request.uri),
                 &app.fetch_uri,
