@@ -186,7 +186,17 @@ start_server deposit publish && {
     --concurrency $C --messages $M --mailboxes $K
   stop_all
 }
-deposit_max=$(jget "$tmp/deposit.json" stored_per_sec)
+# The same with 16 SENDs in flight per session (RFC 4975 lets a sender pipeline; the server
+# commits them in order and answers each after its own commit).
+start_server deposit-w16 publish && {
+  run_bench deposit-w16 deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+    --concurrency $C --messages $M --mailboxes $K --window 16
+  stop_all
+}
+deposit_w1=$(jget "$tmp/deposit.json" stored_per_sec)
+deposit_max=$(python3 -c 'import sys
+v = [float(x) for x in sys.argv[1:] if x != "-"]
+print(f"{max(v):.0f}" if v else "-")' "$deposit_w1" "$(jget "$tmp/deposit-w16.json" stored_per_sec)")
 
 # p99 MSRP 200 latency at half the maximum deposit rate.
 half=$(python3 -c 'import sys
@@ -194,7 +204,7 @@ try: print(f"{float(sys.argv[1]) / 2:.0f}")
 except Exception: print(0)' "$deposit_max")
 start_server deposit-half publish && {
   run_bench deposit-half deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
-    --concurrency $HALF_C --messages $((M / 2)) --mailboxes $K --rate "$half"
+    --concurrency $HALF_C --messages $((M / 2)) --mailboxes $K --rate "$half" --window 16
   stop_all
 }
 
@@ -304,8 +314,10 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| --- | --- | --- |"
   echo "| limit: store alone, 1000 tasks, group commit (rows/s) | $limit_rate | |"
   echo "| limit: store alone, one row per commit (rows/s) | $limit_single | |"
-  echo "| deposit C=$C M=$M K=$K: stored msg/s (MSRP 200) | $deposit_max | ≥ 50,000 |"
-  echo "| deposit: rows in the DB / 200s | $(jget "$d" db_rows_added) / $(jget "$d" messages_stored) | equal |"
+  echo "| deposit C=$C M=$M K=$K, 1 SEND in flight: stored msg/s (MSRP 200) | $deposit_w1 | ≥ 50,000 |"
+  echo "| deposit, 16 SENDs in flight per session: stored msg/s | $(jget "$tmp/deposit-w16.json" stored_per_sec) | ≥ 50,000 |"
+  echo "| deposit, 16 in flight: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-w16.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-w16.json" msrp_200_p99_ms) | |"
+  echo "| deposit (1 in flight): rows in the DB / 200s | $(jget "$d" db_rows_added) / $(jget "$d" messages_stored) | equal |"
   echo "| deposit: MSRP 200 latency p50 / p99 / max (ms) | $(jget "$d" msrp_200_p50_ms) / $(jget "$d" msrp_200_p99_ms) / $(jget "$d" msrp_200_max_ms) | |"
   echo "| deposit: sessions/s (setup+$((M * C / K))-message session+BYE) | $(jget "$d" sessions_per_sec) | |"
   echo "| deposit: PUBLISHes seen (mailboxes) | $(jget "$d" publishes) ($(jget "$d" mailboxes_published)) | |"
@@ -324,10 +336,10 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| msilo 1 worker: rows in silo / 202s | $msilo_1_rows / $(jget "$tmp/msilo-1.json" accepted) | |"
   echo "| msilo 2 workers: max stored MESSAGE/s | $(jget "$tmp/msilo-2.json" max_accepted_per_sec) | |"
   echo "| msilo 2 workers: rows in silo / 202s / non-2xx | $msilo_2_rows / $(jget "$tmp/msilo-2.json" accepted) / $(jget "$tmp/msilo-2.json" rejected) | |"
-  echo "| ratio deposit / limit | $(ratio "$deposit_max" "$limit_rate") | ≥ 0.25 |"
+  echo "| ratio deposit (best) / limit | $(ratio "$deposit_max" "$limit_rate") | ≥ 0.25 |"
   echo "| ratio page mode / limit | $(ratio "$page_max" "$limit_rate") | |"
   echo "| ratio page mode / msilo (1 worker) | $(ratio "$page_max" "$msilo_max") | ≥ 10 |"
-  echo "| ratio deposit / msilo (1 worker) | $(ratio "$deposit_max" "$msilo_max") | |"
+  echo "| ratio deposit (best) / msilo (1 worker) | $(ratio "$deposit_max" "$msilo_max") | |"
 } | tee "$tmp/table.md"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ $failures -gt 0 ]; then
