@@ -37,6 +37,20 @@ fn build_binary() -> anyhow::Result<PathBuf> {
     if let Some(target) = profile_dir.parent() {
         cmd.env("CARGO_TARGET_DIR", target);
     }
+    // `cargo test` gives this process the test crate's CARGO_MANIFEST_DIR / CARGO_PKG_*; ring's
+    // build script reruns when they differ from the last build (`rerun-if-env-changed`), which
+    // would rebuild the TLS stack on every switch between `cargo build` and the e2e tests.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str() {
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name == "CARGO_CRATE_NAME"
+                || name == "CARGO_PRIMARY_PACKAGE"
+            {
+                cmd.env_remove(name);
+            }
+        }
+    }
     let status = cmd.status().context("run cargo build for mwi-store")?;
     if !status.success() {
         bail!("cargo build -p mwi-store failed: {status}");

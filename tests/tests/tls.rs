@@ -1,7 +1,9 @@
 //! TLS end to end (issue 10, Trust): the real binary with a `tls:` SIP listener and an MSRP TLS
 //! listener, using a self-signed certificate generated here. A caller deposits over SIP/TLS with
 //! a `TCP/TLS/MSRP` offer; the answer carries an `msrps` path, the message travels over MSRP/TLS
-//! and is stored. A server without the MSRP TLS listener refuses such an offer with 488.
+//! and is stored; a fetch over the same TLS connection delivers it and the server's BYE comes
+//! back on that connection. A server without the MSRP TLS listener refuses such an offer
+//! with 488.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use mwi_store::client::sip_uac::SipUac;
 const WAIT: Duration = Duration::from_secs(5);
 const BOB: &str = "sip:bob@example.com";
 const ALICE: &str = "sip:alice@example.com";
+const FETCH: &str = "sip:offline@example.com";
 
 /// Writes a fresh self-signed pair for 127.0.0.1 as `cert.pem` / `key.pem` in `dir`.
 fn write_pair(dir: &Path) -> anyhow::Result<()> {
@@ -66,7 +69,7 @@ async fn deposit_over_sip_tls_and_msrps_is_stored() -> anyhow::Result<()> {
     assert_ne!(msrps, server.msrp);
 
     let tls = client_tls(certs.path())?;
-    let uac = SipUac::connect_tls(sip_tls, "127.0.0.1", tls.client.clone()).await?;
+    let mut uac = SipUac::connect_tls(sip_tls, "127.0.0.1", tls.client.clone()).await?;
     assert!(uac.via().starts_with("SIP/2.0/TLS "));
     let msrp = tls_msrp_endpoint(tls).await?;
 
@@ -90,6 +93,17 @@ async fn deposit_over_sip_tls_and_msrps_is_stored() -> anyhow::Result<()> {
     assert_eq!(stored[0].message.body, b"hello over tls");
     assert_eq!(stored[0].message.sender_aor, ALICE);
     assert!(stored[0].message.sender_verified, "127.0.0.1 is trusted");
+
+    // Fetch over TLS: the message arrives over MSRP/TLS and the server's BYE reaches us over
+    // the SIP/TLS connection (it never connects out).
+    let mut fetch = call(&uac, &msrp, &CallOptions::new(BOB, FETCH), WAIT).await?;
+    let got = fetch.collect_until_bye(&mut uac, WAIT).await?;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].1.windows(14).any(|w| w == b"hello over tls"),
+        "{got:?}"
+    );
+    assert!(store.messages(BOB, true).await?.is_empty(), "delivered");
     server.stop()?;
     Ok(())
 }
