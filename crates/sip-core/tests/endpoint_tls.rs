@@ -1,6 +1,7 @@
 //! The `tls` listener over 127.0.0.1 with a self-signed pair generated here: OPTIONS gets 200,
 //! a malformed request gets the front's 400 and the TLS connection stays usable; an INVITE's
-//! 200 carries a `transport=tls` Contact; a `tls` listener without a certificate is refused.
+//! 200 carries a `transport=tls` Contact; clear text on the TLS port is never answered and
+//! does not stop the listener; a `tls` listener without a certificate is refused.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -145,6 +146,38 @@ async fn invite_over_tls_is_seen_as_tls_and_answered_with_a_tls_contact() {
     };
     assert!(r.starts_with("SIP/2.0 200"), "{r}");
     assert!(r.to_ascii_lowercase().contains(";transport=tls>"), "{r}");
+    ep.shutdown();
+}
+
+#[tokio::test]
+async fn plain_text_on_the_tls_port_is_dropped_and_the_listener_keeps_serving() {
+    let pair = pair();
+    let (ep, _rx) = start(&pair).await;
+    let to = tls_addr(&ep);
+    let mut plain = TcpStream::connect(to).await.unwrap();
+    plain.write_all(options("plain").as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    // The handshake fails: the socket is closed (an alert at most), never a SIP answer.
+    loop {
+        let n = timeout(Duration::from_secs(3), plain.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        assert!(!buf[..n].starts_with(b"SIP/2.0"), "answered in clear");
+    }
+    let mut s = connect(&pair, to).await;
+    let mut rbuf = Vec::new();
+    s.write_all(options("after").as_bytes()).await.unwrap();
+    let r = read_head(&mut s, &mut rbuf).await;
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert_eq!(
+        ep.front_stats(),
+        (1, 0, 0),
+        "the clear-text request never reached the front"
+    );
     ep.shutdown();
 }
 
