@@ -151,3 +151,53 @@ fn check_config_reports_key_value_and_reason() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `--log-file` appends to a file that logrotate can move away: after SIGHUP the server
+/// writes to a fresh file at the same path.
+#[test]
+fn log_file_is_reopened_on_sighup() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[msrp]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\npath = {:?}\n[mwi]\nmode = \"notify\"\n",
+            dir.path().join("s.db").display().to_string()
+        ),
+    )?;
+    let log = dir.path().join("mwi.log");
+    let mut child = std::process::Command::new(e2e_tests::binary()?)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&log)
+        .env("RUST_LOG", "info")
+        .spawn()?;
+    let wait_for = |path: &std::path::Path, text: &str| -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + WAIT * 3;
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_to_string(path).is_ok_and(|s| s.contains(text)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("{} never contained {text:?}", path.display())
+    };
+    let result = (|| -> anyhow::Result<()> {
+        wait_for(&log, "mwi-store started")?;
+        let rotated = dir.path().join("mwi.log.1");
+        std::fs::rename(&log, &rotated)?;
+        let pid = child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()?;
+        wait_for(&log, "SIGHUP: log file reopened")?;
+        assert!(!std::fs::read_to_string(&log)?.contains("mwi-store started"));
+        assert!(std::fs::read_to_string(&rotated)?.contains("mwi-store started"));
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
