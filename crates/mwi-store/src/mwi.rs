@@ -228,13 +228,7 @@ impl Driver {
     ) {
         let mut changes_open = true;
         loop {
-            let next = self.timers.next();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::timers::sleep_until(self.timers.next());
             let mut dirty = HashSet::new();
             tokio::select! {
                 c = changes.recv(), if changes_open => match c {

@@ -207,13 +207,7 @@ impl Task {
         mut changes: mpsc::UnboundedReceiver<String>,
     ) {
         loop {
-            let next = self.timers.next();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::timers::sleep_until(self.timers.next());
             let mut dirty = HashSet::new();
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd).await,
