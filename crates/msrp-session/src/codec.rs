@@ -293,6 +293,16 @@ impl MsrpDecoder {
                 });
             };
             if let (Some(flag), b"\r\n") = (EndFlag::from_byte(tail[0]), &tail[1..]) {
+                if at.saturating_sub(body_start) > self.limits.max_body_bytes {
+                    // The whole oversized chunk arrived in one read: refuse it exactly as one
+                    // that streams in (413 below).
+                    self.buf.advance(body_start);
+                    return Outcome::Next(State::Discard {
+                        partial: p,
+                        status: 413,
+                        reason: "chunk larger than the limit",
+                    });
+                }
                 let frame_bytes = self.buf.split_to(after + 3).freeze();
                 let body = if at >= body_start {
                     frame_bytes.slice(body_start..at)
@@ -492,6 +502,30 @@ mod tests {
                 [Decoded::Frame(f)] => assert_eq!(f.body_bytes(), body),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn oversized_body_in_one_read_is_413_too() {
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: 1024,
+            max_body_bytes: 100,
+        });
+        let mut wire = send("big12345", &[b'x'; 300]);
+        wire.extend(send("next1234", b"ok"));
+        d.feed(&wire);
+        let got = frames(&mut d);
+        assert_eq!(got.len(), 2, "{got:?}");
+        match &got[0] {
+            Decoded::Rejected(r) => {
+                assert_eq!(r.status, 413);
+                assert_eq!(r.frame.transaction_id, "big12345");
+            }
+            other => panic!("expected a 413 rejection, got {other:?}"),
+        }
+        match &got[1] {
+            Decoded::Frame(f) => assert_eq!(f.transaction_id, "next1234"),
+            other => panic!("expected the next frame, got {other:?}"),
         }
     }
 
