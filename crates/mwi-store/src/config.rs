@@ -308,6 +308,9 @@ pub struct LimitsSection {
     /// Body of one MSRP chunk, bytes; larger is answered 413 (the message size is
     /// `msrp.max_message_bytes`, also 413).
     pub max_msrp_chunk_bytes: usize,
+    /// Received SENDs of one deposit session whose commit (and so whose 200) is pending; past
+    /// it the session stops reading its connection until the oldest is answered.
+    pub max_pending_sends: usize,
     /// Messages one caller (the asserted sender) may deposit per minute, sustained; beyond,
     /// a MESSAGE or a new chat INVITE gets 486 with Retry-After and a SEND gets MSRP 403.
     /// 0 turns the limit off.
@@ -329,6 +332,7 @@ impl Default for LimitsSection {
             max_sip_body_bytes: 64 * 1024,
             max_sip_tcp_connections: 1024,
             max_msrp_chunk_bytes: 1024 * 1024,
+            max_pending_sends: 64,
             deposit_rate_per_minute: 600,
             deposit_burst: 300,
             log_interval_secs: 10,
@@ -522,6 +526,7 @@ impl Config {
             ("max_sip_body_bytes", l.max_sip_body_bytes, 1024),
             ("max_sip_tcp_connections", l.max_sip_tcp_connections, 1),
             ("max_msrp_chunk_bytes", l.max_msrp_chunk_bytes, 1024),
+            ("max_pending_sends", l.max_pending_sends, 1),
         ] {
             if value < min {
                 bail!("key `limits.{key}` = {value}: must be at least {min}");

@@ -16,9 +16,6 @@ use crate::chat::{self, ChatLeg};
 use crate::config::MailboxFullPolicy;
 use crate::server::{call_id_of, mailbox_of, App};
 
-/// Commits one deposit session may have in flight before it stops reading (back-pressure).
-const MAX_COMMITS_IN_FLIGHT: usize = 64;
-
 /// What a received body is, for the store.
 #[derive(Debug)]
 pub enum Classified {
@@ -294,8 +291,10 @@ async fn run_session(
                 }
                 Some(SessionEvent::Message(m)) => {
                     deadline = Instant::now() + idle;
-                    // Bounded pipeline: past the limit, wait for the oldest commit first.
-                    if committing.len() >= MAX_COMMITS_IN_FLIGHT {
+                    // Bounded pipeline (`limits.max_pending_sends`): past the limit, wait for
+                    // the oldest commit first; meanwhile the session stops reading its
+                    // connection (back-pressure).
+                    if committing.len() >= app.config.limits.max_pending_sends {
                         if let Some(Ok(true)) = committing.join_next().await {
                             stored += 1;
                         }
