@@ -281,9 +281,23 @@ impl MsrpDecoder {
 
     fn body(&mut self, p: Partial, body_start: usize, search_from: usize) -> Outcome {
         let needle = p.end_line_needle();
+        // The last offset at which the end-line of a chunk within the limit can start. The
+        // checks below depend only on the bytes, never on where a read ended.
+        let max_end = body_start.saturating_add(self.limits.max_body_bytes);
         let mut from = search_from;
         while let Some(rel) = memmem::find(&self.buf[from..], &needle) {
             let at = from + rel;
+            if at > max_end {
+                // Whatever follows, the body is over the limit: skip to this candidate and
+                // answer 413 (RFC 4975 §7.1.1 lets the receiver refuse a chunk; the stream
+                // stays framed).
+                self.buf.advance(at);
+                return Outcome::Next(State::Discard {
+                    partial: p,
+                    status: 413,
+                    reason: "chunk larger than the limit",
+                });
+            }
             let after = at + needle.len();
             let Some(tail) = self.buf.get(after..after + 3) else {
                 return Outcome::NeedMore(State::Body {
@@ -293,16 +307,6 @@ impl MsrpDecoder {
                 });
             };
             if let (Some(flag), b"\r\n") = (EndFlag::from_byte(tail[0]), &tail[1..]) {
-                if at.saturating_sub(body_start) > self.limits.max_body_bytes {
-                    // The whole oversized chunk arrived in one read: refuse it exactly as one
-                    // that streams in (413 below).
-                    self.buf.advance(body_start);
-                    return Outcome::Next(State::Discard {
-                        partial: p,
-                        status: 413,
-                        reason: "chunk larger than the limit",
-                    });
-                }
                 let frame_bytes = self.buf.split_to(after + 3).freeze();
                 let body = if at >= body_start {
                     frame_bytes.slice(body_start..at)
@@ -313,9 +317,9 @@ impl MsrpDecoder {
             }
             from = at + 1;
         }
-        if self.buf.len().saturating_sub(body_start) > self.limits.max_body_bytes {
-            // Too large to buffer: skip to the end-line and answer 413 (RFC 4975 §7.1.1 lets
-            // the receiver refuse a chunk; the stream stays framed).
+        // An end-line starting at or before `max_end` would be wholly in the buffer by now, and
+        // none is: the chunk is too large.
+        if self.buf.len() > max_end.saturating_add(needle.len() + 2) {
             let keep = needle.len() + 2;
             let drop = self.buf.len().saturating_sub(keep);
             self.buf.advance(drop);
@@ -526,6 +530,52 @@ mod tests {
         match &got[1] {
             Decoded::Frame(f) => assert_eq!(f.transaction_id, "next1234"),
             other => panic!("expected the next frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_end_lines_do_not_skip_the_size_check() {
+        let limit = 100;
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: 1024,
+            max_body_bytes: limit,
+        });
+        let mut head = send("grow1234", b"");
+        head.truncate(head.len() - "\r\n-------grow1234$\r\n".len());
+        d.feed(&head);
+        assert!(frames(&mut d).is_empty());
+        // Every read ends like the start of this transaction's end-line.
+        let mut rejected = false;
+        for _ in 0..50 {
+            let mut piece = vec![b'x'; 60];
+            piece.extend_from_slice(b"\r\n-------grow1234");
+            d.feed(&piece);
+            for x in frames(&mut d) {
+                rejected |= matches!(x, Decoded::Rejected(ref r) if r.status == 413);
+            }
+            assert!(d.buffered() < 1024 + limit + 64, "buffer stays bounded");
+        }
+        d.feed(b"$\r\n");
+        for x in frames(&mut d) {
+            rejected |= matches!(x, Decoded::Rejected(ref r) if r.status == 413);
+        }
+        assert!(rejected, "the oversized chunk is refused 413");
+    }
+
+    #[test]
+    fn chunk_at_the_limit_with_a_split_end_line_is_delivered() {
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: 1024,
+            max_body_bytes: 100,
+        });
+        let wire = send("edge1234", &[b'y'; 100]);
+        let (a, b) = wire.split_at(wire.len() - 8);
+        d.feed(a);
+        assert!(frames(&mut d).is_empty());
+        d.feed(b);
+        match frames(&mut d).as_slice() {
+            [Decoded::Frame(f)] => assert_eq!(f.body.as_ref().map(|b| b.len()), Some(100)),
+            other => panic!("expected the frame, got {other:?}"),
         }
     }
 
