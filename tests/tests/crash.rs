@@ -349,7 +349,9 @@ async fn sigkill_under_deposit_load_loses_nothing_and_republishes_with_the_persi
             .map_err(|_| anyhow::anyhow!("lock"))?
             .clone();
         if newly.is_empty() {
-            bail!("round {round}: the load acknowledged nothing in {run_for:?}");
+            // A slow machine may not get a message through before an early kill; the crash
+            // and restart are still checked.
+            println!("round {round}: nothing acknowledged in {run_for:?}");
         }
         acked.extend(newly);
         let rows = check_store(&db, &acked)
@@ -436,6 +438,11 @@ async fn sigkill_under_deposit_load_loses_nothing_and_republishes_with_the_persi
         );
     }
 
+    assert!(
+        acked.len() > rounds,
+        "the load acknowledged only {} messages in {rounds} rounds",
+        acked.len()
+    );
     let s = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?;
     let quiet = s.get(QUIET).context("quiet mailbox never published")?;
     assert_eq!(
