@@ -23,6 +23,8 @@ const GRACE_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct PublishStats {
     pub publishes: u64,
+    /// PUBLISHes received again while their answer was pending (not counted above).
+    pub retransmissions: u64,
     /// Most PUBLISHes for one mailbox that had arrived and were not yet answered.
     pub max_in_flight: usize,
     /// The last body per mailbox AoR.
@@ -32,6 +34,7 @@ pub struct PublishStats {
 /// The running stand-in.
 #[derive(Debug)]
 pub struct PublishCounter {
+    local: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<PublishStats>>,
 }
@@ -61,9 +64,15 @@ impl PublishCounter {
     /// Binds `addr` and starts answering.
     pub async fn spawn(addr: SocketAddr, delay: Duration) -> anyhow::Result<Self> {
         let server = PresenceServer::bind(addr).await?;
+        let local = server.local_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(serve(server, delay, stopped));
-        Ok(Self { stop, task })
+        Ok(Self { local, stop, task })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Waits for the server's last PUBLISHes (until none came for a few seconds), then adds
@@ -76,6 +85,11 @@ impl PublishCounter {
         let _ = self.stop.send(());
         let stats = self.task.await??;
         report.figure("publishes", stats.publishes as f64, "PUBLISH");
+        report.figure(
+            "publish_retransmissions",
+            stats.retransmissions as f64,
+            "PUBLISH",
+        );
         report.figure(
             "mailboxes_published",
             stats.last_body.len() as f64,
@@ -136,6 +150,16 @@ async fn serve(
             p = server.next_publish(Duration::from_millis(500)) => {
                 let Ok(p) = p else { continue };
                 last_seen = Instant::now();
+                // A retransmission of a PUBLISH still waiting for our answer (RFC 3261 Timer E)
+                // is the same request, not a second one in flight.
+                let key = (p.request.call_id().to_string(), p.request.cseq());
+                if waiting
+                    .iter()
+                    .any(|(_, w)| (w.request.call_id(), w.request.cseq()) == (key.0.as_str(), key.1.clone()))
+                {
+                    stats.retransmissions += 1;
+                    continue;
+                }
                 stats.publishes += 1;
                 let aor = aor_of(&p);
                 let n = in_flight.entry(aor.clone()).or_default();
@@ -167,6 +191,67 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn publish(local: SocketAddr, call_id: &str, body: &str) -> String {
+        format!(
+            "PUBLISH sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}\r\n\
+             From: <sip:bob@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 PUBLISH\r\nEvent: message-summary\r\nExpires: 3600\r\n\
+             Content-Type: application/simple-message-summary\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn counts_publishes_in_flight_and_not_retransmissions() {
+        let counter = PublishCounter::spawn(
+            "127.0.0.1:0".parse().expect("addr"),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("bind");
+        let to = counter.local_addr();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let local = socket.local_addr().expect("addr");
+        let first = publish(
+            local,
+            "a1",
+            "Messages-Waiting: yes\r\nText-Message: 1/0\r\n",
+        );
+        let second = publish(
+            local,
+            "b2",
+            "Messages-Waiting: yes\r\nText-Message: 2/0\r\n",
+        );
+        // The first twice (a retransmission), then a second PUBLISH before the first is
+        // answered: two in flight for one mailbox, which the check must flag.
+        for text in [&first, &first, &second] {
+            socket.send_to(text.as_bytes(), to).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut report = Report::new("test");
+        let stats = counter.finish(None, &mut report).await.expect("finish");
+        assert_eq!(stats.publishes, 2);
+        assert_eq!(stats.retransmissions, 1);
+        assert_eq!(stats.max_in_flight, 2);
+        let last = stats
+            .last_body
+            .get("sip:bob@example.com")
+            .expect("bob's body");
+        assert_eq!(text_message_new(last), Some(2));
+        assert!(report.verdict().is_err());
+        // Both were answered 200.
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..2 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("recv");
+            assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+        }
+    }
 
     #[test]
     fn reads_the_new_count() {
