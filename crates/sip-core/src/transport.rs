@@ -260,8 +260,23 @@ async fn start_stream_front(
     Ok(local)
 }
 
-/// Longest a TCP/TLS connection may stay silent before we close it.
+/// Longest a TCP/TLS connection may stay silent between messages before we close it.
 const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Longest a connection may hold an unfinished message, or stay silent before its first
+/// message: a half-open or trickling peer gives its slot back quickly (64*T1, RFC 3261 Timer B),
+/// instead of holding one of the connection slots for `TCP_IDLE`.
+const TCP_UNFINISHED: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// How long the next read may wait: short while nothing complete has arrived yet or a message
+/// is half received, long between complete messages.
+fn read_wait(delivered_any: bool, buffered: usize) -> std::time::Duration {
+    if delivered_any && buffered == 0 {
+        TCP_IDLE
+    } else {
+        TCP_UNFINISHED
+    }
+}
 
 /// The peer of one accepted stream and the SIP transport it carries (TCP or TLS).
 #[derive(Debug, Clone, Copy)]
@@ -332,16 +347,19 @@ async fn serve_stream<R, W>(
     });
     let mut framer = crate::framing::StreamFramer::new(front.limits);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut complete_seen = false;
     'read: loop {
+        let wait = read_wait(complete_seen, framer.buffered());
         let n = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = tokio::time::timeout(TCP_IDLE, reader.read(&mut buf)) => match r {
+            r = tokio::time::timeout(wait, reader.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
                 Ok(Ok(n)) => n,
             },
         };
         framer.push(buf.get(..n).unwrap_or_default());
         while let Some(item) = framer.next_item() {
+            complete_seen = true;
             let fatal = matches!(item, StreamItem::Fatal(_));
             match front.check_stream_item(&item) {
                 None => {
@@ -411,4 +429,21 @@ fn deliver_stream(
             peer_addr.clone(),
         ))
         .ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_or_silent_new_connections_get_the_short_wait() {
+        assert_eq!(read_wait(false, 0), TCP_UNFINISHED, "nothing received yet");
+        assert_eq!(
+            read_wait(true, 17),
+            TCP_UNFINISHED,
+            "a message half received"
+        );
+        assert_eq!(read_wait(true, 0), TCP_IDLE, "between complete messages");
+        assert!(TCP_UNFINISHED < TCP_IDLE);
+    }
 }
