@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use e2e_tests::{binary, open_store, Server};
 use message_store::{NewMessage, Source};
 use mwi_store::client::presence::PresenceServer;
-use mwi_store::client::sip_uac::{token, SipUac};
+use mwi_store::client::sip_uac::SipUac;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -268,15 +268,7 @@ async fn admin_cli_prints_a_prepared_store_as_tables_and_json() -> anyhow::Resul
 /// Sends a page-mode MESSAGE for bob and expects 202.
 async fn deposit_message(server: &Server, text: &str) -> anyhow::Result<()> {
     let uac = SipUac::bind("127.0.0.1:0".parse()?, server.sip_udp).await?;
-    let message = format!(
-        "MESSAGE {BOB} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{ALICE}>;tag={}\r\nTo: <{BOB}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
-        uac.via(),
-        token(),
-        token(),
-        text.len()
-    );
+    let message = uac.message_request(ALICE, BOB, "", text);
     let resp = uac.transact(&message, WAIT).await?;
     if resp.status() != 202 {
         bail!("MESSAGE answered `{}`", resp.start_line);

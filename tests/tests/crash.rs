@@ -171,15 +171,7 @@ async fn message_worker(
     while !stop.load(Ordering::Relaxed) {
         let body = format!("{mailbox} page r{round} m{seq} {}", token());
         seq += 1;
-        let message = format!(
-            "MESSAGE {mailbox} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-             From: <{ALICE}>;tag={}\r\nTo: <{mailbox}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n\
-             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            uac.via(),
-            token(),
-            token(),
-            body.len()
-        );
+        let message = uac.message_request(ALICE, mailbox, "", &body);
         let resp = uac.transact(&message, WAIT).await?;
         if resp.status() != 202 {
             bail!("MESSAGE answered {}", resp.start_line);

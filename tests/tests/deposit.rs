@@ -113,14 +113,7 @@ async fn deposit_stores_exactly_what_was_sent() -> anyhow::Result<()> {
     );
 
     // Page mode: a MESSAGE adds a sixth, answered 202 after the commit.
-    let message = format!(
-        "MESSAGE {BOB} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{ALICE}>;tag={}\r\nTo: <{BOB}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\nContent-Length: 5\r\n\r\npager",
-        uac.via(),
-        token(),
-        token()
-    );
+    let message = uac.message_request(ALICE, BOB, "", "pager");
     let resp = uac.transact(&message, WAIT).await?;
     assert_eq!(resp.status(), 202, "{}", resp.start_line);
     let stored = store.messages(BOB, true).await?;

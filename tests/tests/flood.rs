@@ -9,7 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use e2e_tests::{client, open_store, Server};
 use mwi_store::client::chat::{call, CallOptions};
-use mwi_store::client::sip_uac::{final_response, token};
+use mwi_store::client::sip_uac::final_response;
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
@@ -108,14 +108,7 @@ async fn garbage_and_half_open_connections_do_not_stop_a_deposit() -> anyhow::Re
         .context("SEND during the flood")?;
     chat.bye(&uac, WAIT).await?;
     flood.await??;
-    let message = format!(
-        "MESSAGE {BOB} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{ALICE}>;tag={}\r\nTo: <{BOB}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\nContent-Length: 5\r\n\r\npager",
-        uac.via(),
-        token(),
-        token()
-    );
+    let message = uac.message_request(ALICE, BOB, "", "pager");
     // Sent as a UA does over UDP (RFC 3261 §17.1.2.2, Timer E): the same request again until
     // answered, since the server's socket may still be full of garbage.
     let mut resp = None;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use e2e_tests::{client, open_store, Server};
 use mwi_store::client::chat::{call, CallOptions, ChatCall, Rejected};
-use mwi_store::client::sip_uac::{token, Message, SipUac};
+use mwi_store::client::sip_uac::{Message, SipUac};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BOB: &str = "sip:bob@example.com";
@@ -23,15 +23,7 @@ fn refusal(r: anyhow::Result<ChatCall>) -> Option<Message> {
 }
 
 async fn page(uac: &SipUac, from: &str, extra: &str, body: &str) -> anyhow::Result<Message> {
-    let message = format!(
-        "MESSAGE {BOB} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{from}>;tag={}\r\nTo: <{BOB}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n{extra}\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        uac.via(),
-        token(),
-        token(),
-        body.len()
-    );
+    let message = uac.message_request(from, BOB, extra, body);
     uac.transact(&message, Duration::from_secs(3)).await
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use e2e_tests::{open_store, Server};
 use mwi_store::client::presence::{PresenceServer, Publish};
-use mwi_store::client::sip_uac::{token, SipUac};
+use mwi_store::client::sip_uac::SipUac;
 
 const WAIT: Duration = Duration::from_secs(10);
 const BOB: &str = "sip:bob@example.com";
@@ -23,15 +23,7 @@ const OUTAGE_MAILBOXES: usize = 50;
 const OUTAGE_CHANGES: usize = 1000;
 
 async fn page(uac: &SipUac, mailbox: &str, body: &str) -> anyhow::Result<()> {
-    let message = format!(
-        "MESSAGE {mailbox} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{ALICE}>;tag={}\r\nTo: <{mailbox}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        uac.via(),
-        token(),
-        token(),
-        body.len()
-    );
+    let message = uac.message_request(ALICE, mailbox, "", body);
     let resp = uac.transact(&message, WAIT).await?;
     if resp.status() != 202 {
         bail!("MESSAGE answered {}", resp.start_line);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use e2e_tests::{client, open_store, Server};
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use mwi_store::client::chat::{call, CallOptions};
-use mwi_store::client::sip_uac::{token, Message, SipUac};
+use mwi_store::client::sip_uac::{Message, SipUac};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BOB: &str = "sip:bob@example.com";
@@ -21,15 +21,7 @@ async fn page(uac: &SipUac, from: &str, pai: Option<&str>, body: &str) -> anyhow
     let pai = pai
         .map(|p| format!("P-Asserted-Identity: <{p}>\r\n"))
         .unwrap_or_default();
-    let message = format!(
-        "MESSAGE {BOB} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
-         From: <{from}>;tag={}\r\nTo: <{BOB}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\n{pai}\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        uac.via(),
-        token(),
-        token(),
-        body.len()
-    );
+    let message = uac.message_request(from, BOB, &pai, body);
     uac.transact(&message, WAIT).await
 }
 

@@ -299,6 +299,20 @@ impl SipUac {
         )
     }
 
+    /// A page-mode MESSAGE (RFC 3428) from `from` to `to`, `text/plain`, with `extra_headers`
+    /// (each line ending in CRLF) before the body.
+    pub fn message_request(&self, from: &str, to: &str, extra_headers: &str, body: &str) -> String {
+        format!(
+            "MESSAGE {to} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+             From: <{from}>;tag={tag}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
+             {extra_headers}Content-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}",
+            via = self.via(),
+            tag = token(),
+            call_id = token(),
+            len = body.len(),
+        )
+    }
+
     /// Sends raw bytes to the server.
     pub async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
         self.send_to(bytes, self.server).await
