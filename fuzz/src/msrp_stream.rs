@@ -26,15 +26,6 @@ const REASSEMBLY_CAP: u64 = 1024;
 /// `CRLF "-------" transact-id flag CRLF` with the longest transaction id (RFC 4975 §9).
 const MAX_END_LINE: usize = 2 + 7 + 32 + 1 + 2;
 
-/// Whether the decoder's body limit is fixed. False while it has the findings recorded in
-/// docs/robustness.md (inputs in `regressions/msrp_stream/`): a chunk above the limit that
-/// arrives in one read is delivered; a chunk at the limit whose end-line is split across
-/// reads is refused with 413; and a read that ends inside something that looks like the
-/// start of an end-line skips the size check, so a peer can grow the buffer without bound.
-/// While false, the three properties that depend on it (split invariance with the small
-/// limits, body size, buffer bound) are not asserted; set to true once the decoder is fixed.
-const BODY_LIMIT_FIXED: bool = false;
-
 /// Run every property on one input (see [`StreamInput`] for the format).
 pub fn check(data: &[u8]) {
     let input = StreamInput::parse(data);
@@ -43,18 +34,15 @@ pub fn check(data: &[u8]) {
     } else {
         DecoderLimits::default()
     };
-    let strict = BODY_LIMIT_FIXED || !input.small_limits;
     let whole = decode(limits, &[input.payload]);
     let cut = decode(limits, &input.pieces());
-    if strict {
-        assert_eq!(whole, cut, "decoded items depend on read boundaries");
-    }
+    assert_eq!(whole, cut, "decoded items depend on read boundaries");
 
     let mut reassembler = Reassembler::new(REASSEMBLY_CAP);
     for item in whole.iter().chain(&cut) {
         if let Ok(Decoded::Frame(frame)) = item {
             assert!(
-                !strict || frame.body_bytes().len() <= limits.max_body_bytes,
+                frame.body_bytes().len() <= limits.max_body_bytes,
                 "frame body of {} bytes above the limit",
                 frame.body_bytes().len()
             );
@@ -81,9 +69,7 @@ fn decode(limits: DecoderLimits, pieces: &[&[u8]]) -> Vec<Result<Decoded, FatalE
             }
         }
         assert!(
-            !BODY_LIMIT_FIXED
-                || decoder.buffered()
-                    <= limits.max_header_bytes + limits.max_body_bytes + MAX_END_LINE,
+            decoder.buffered() <= limits.max_header_bytes + limits.max_body_bytes + MAX_END_LINE,
             "decoder holds {} bytes after draining",
             decoder.buffered()
         );

@@ -210,7 +210,35 @@ fn reject(status: u16, reason: &'static str) -> Reject {
     }
 }
 
+/// True when `text` holds a control character RFC 3261 §25.1 does not allow: only HTAB
+/// (inside LWS) may appear, plus any byte but CR/LF escaped as a quoted-pair inside a quoted
+/// string (RFC 4475 §3.1.1.2 puts NUL, BEL and DEL there). A bare CR, a vertical tab or a raw
+/// NUL elsewhere would otherwise reach rsipstack, which parses them leniently.
+fn has_bare_control(text: &str) -> bool {
+    let mut in_quotes = false;
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\\' if in_quotes => {
+                if matches!(bytes.next(), Some(b'\r' | b'\n') | None) {
+                    return true;
+                }
+            }
+            b'\t' => {}
+            0x00..=0x1f | 0x7f => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn check_request(head: &MessageHead) -> Result<(), Reject> {
+    if has_bare_control(&head.start_line)
+        || head.headers.iter().any(|h| has_bare_control(&h.value))
+    {
+        return Err(reject(400, "Control character in message head"));
+    }
     // Request-Line = Method SP Request-URI SP SIP-Version (§25.1): exactly single spaces.
     let parts: Vec<&str> = head.start_line.split(' ').collect();
     let [method, uri, version] = parts.as_slice() else {
