@@ -234,8 +234,7 @@ fn has_bare_control(text: &str) -> bool {
 }
 
 fn check_request(head: &MessageHead) -> Result<(), Reject> {
-    if has_bare_control(&head.start_line)
-        || head.headers.iter().any(|h| has_bare_control(&h.value))
+    if has_bare_control(&head.start_line) || head.headers.iter().any(|h| has_bare_control(&h.value))
     {
         return Err(reject(400, "Control character in message head"));
     }
