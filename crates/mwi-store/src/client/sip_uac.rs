@@ -152,6 +152,21 @@ pub fn tag_of(value: &str) -> Option<String> {
 
 type TxKey = (String, u32, String);
 
+/// The client transaction a response is for: where its responses go, and whether one came
+/// (which stops retransmission over UDP).
+#[derive(Debug)]
+struct Waiter {
+    responses: mpsc::UnboundedSender<Message>,
+    answered: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Waiting = Arc<Mutex<HashMap<TxKey, Waiter>>>;
+
+/// RFC 3261 §17.1.1.2 / §17.1.2.2 over UDP: T1 = 500 ms, doubling, capped at T2 = 4 s,
+/// given up after 64*T1.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
 /// Where the user agent's bytes go: a UDP socket, or a TLS connection to the server whose
 /// writer task takes whole messages.
 #[derive(Debug)]
@@ -166,7 +181,7 @@ pub struct SipUac {
     wire: Wire,
     local: SocketAddr,
     server: SocketAddr,
-    waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>>,
+    waiting: Waiting,
     requests: mpsc::UnboundedReceiver<Message>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -191,7 +206,7 @@ impl SipUac {
                 .context("bind SIP UDP socket")?,
         );
         let local = socket.local_addr()?;
-        let waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let waiting: Waiting = Arc::default();
         let (req_tx, requests) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(socket.clone(), waiting.clone(), req_tx));
         Ok(Self {
@@ -223,7 +238,7 @@ impl SipUac {
             .with_context(|| format!("TLS handshake with {server}"))?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let waiting: Waiting = Arc::default();
         let (req_tx, requests) = mpsc::unbounded_channel();
         let routes = waiting.clone();
         let reader = tokio::spawn(async move {
@@ -340,11 +355,37 @@ impl SipUac {
             .context("the client built an unparseable request")?;
         let (n, m) = head.cseq();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.waiting
-            .lock()
-            .map_err(|_| anyhow!("lock"))?
-            .insert((head.call_id().to_string(), n, m), tx);
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.waiting.lock().map_err(|_| anyhow!("lock"))?.insert(
+            (head.call_id().to_string(), n, m),
+            Waiter {
+                responses: tx,
+                answered: answered.clone(),
+            },
+        );
         self.send_raw(text.as_bytes()).await?;
+        // Over UDP a request is sent again until a response arrives (Timers A/E), as a phone
+        // does: a lost datagram must not fail the transaction.
+        if let Wire::Udp(socket) = &self.wire {
+            let socket = socket.clone();
+            let bytes = text.as_bytes().to_vec();
+            let server = self.server;
+            tokio::spawn(async move {
+                let mut interval = T1;
+                let mut waited = Duration::ZERO;
+                while waited < T1 * 64 {
+                    tokio::time::sleep(interval).await;
+                    waited += interval;
+                    if answered.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    if socket.send_to(&bytes, server).await.is_err() {
+                        return;
+                    }
+                    interval = (interval * 2).min(T2);
+                }
+            });
+        }
         Ok(rx)
     }
 
@@ -453,15 +494,16 @@ impl StreamBuffer {
 /// false once nobody reads requests any more.
 fn route(
     msg: Message,
-    waiting: &Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>,
+    waiting: &Mutex<HashMap<TxKey, Waiter>>,
     requests: &mpsc::UnboundedSender<Message>,
 ) -> bool {
     if msg.is_response() {
         let (num, method) = msg.cseq();
         let key = (msg.call_id().to_string(), num, method);
         if let Ok(map) = waiting.lock() {
-            if let Some(tx) = map.get(&key) {
-                let _ = tx.send(msg);
+            if let Some(w) = map.get(&key) {
+                w.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = w.responses.send(msg);
             }
         }
         true
@@ -489,7 +531,7 @@ pub async fn final_response(
 
 async fn read_loop(
     socket: Arc<UdpSocket>,
-    waiting: Arc<Mutex<HashMap<TxKey, mpsc::UnboundedSender<Message>>>>,
+    waiting: Waiting,
     requests: mpsc::UnboundedSender<Message>,
 ) {
     let mut buf = vec![0u8; 65_535];
