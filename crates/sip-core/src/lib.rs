@@ -26,8 +26,9 @@
 //! `?headers` in the Request-URI, missing or duplicate Via/From/To/Call-ID/CSeq/Max-Forwards/
 //! Content-Type/Expires, CSeq method ≠ request method, CSeq > 2^32-1, Max-Forwards > 255, bad or
 //! conflicting Content-Length, body shorter than Content-Length on UDP, empty Via/header
-//! parameters, unbalanced quotes or brackets, whitespace inside `<addr-spec>`, unquoted comma in a
-//! From/To display name, URI with headers outside `<>`, Date not in GMT, no empty line after the
+//! parameters, whitespace inside a header parameter name, unbalanced quotes or brackets,
+//! whitespace inside `<addr-spec>`, unquoted comma in a From/To display name, URI with headers
+//! outside `<>`, Date not in GMT, no empty line after the
 //! headers, too many headers, oversized head); 505 for a version other than SIP/2.0; 501 for an
 //! unknown method (methods are case-sensitive); 483 for Max-Forwards 0; 416 for a Request-URI
 //! scheme other than sip/sips/tel; 420 with Unsupported for any Require option-tag; 513 for a

@@ -451,6 +451,48 @@ fn check_via(value: &str) -> Result<(), Reject> {
 }
 
 fn check_name_addr(value: &str, single: bool) -> Result<(), Reject> {
+    // The whole value first, so bracket, quote and comma errors are reported in the order
+    // they appear.
+    scan_name_addr(value, single)?;
+    for item in split_top_level(value, ',') {
+        let item = squeeze(item, false);
+        if item.is_empty() {
+            return Err(reject(400, "Empty header value"));
+        }
+        // Each list element is a name-addr or a bare addr-spec on its own (§20.10), and
+        // `normalise` delivers list elements one per line: judged against the whole list, a
+        // bare addr-spec after a name-addr escaped the checks below on the first pass and was
+        // refused on the second (fuzz finding 4).
+        let name_addr = scan_name_addr(&item, single)?;
+        if !name_addr && crate::params::addr_spec(&item).contains('?') {
+            // §20.10: a URI with headers must be a name-addr.
+            return Err(reject(400, "URI with headers must be enclosed in <>"));
+        }
+        let after = if name_addr {
+            item.rsplit_once('>').map_or("", |(_, a)| a)
+        } else {
+            item.as_str()
+        };
+        for param in split_top_level(after, ';').into_iter().skip(1) {
+            if param.is_empty() || param.starts_with('=') {
+                return Err(reject(400, "Empty header parameter"));
+            }
+            // generic-param = token [ EQUAL gen-value ] (§25.1): after `squeeze` the LWS
+            // that SEMI and EQUAL allow is gone, so a space left in the name splits it into
+            // two tokens (`;tag x`, `;t ag=1`).
+            let name = param.split_once('=').map_or(param, |(n, _)| n);
+            if name.contains(' ') {
+                return Err(reject(400, "Whitespace in header parameter name"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bracket and quote structure of a name-addr / addr-spec value (or list of them): refuses
+/// unbalanced `<>`, whitespace inside `<addr-spec>`, an unterminated quoted string and, when
+/// `single`, a comma outside quotes and brackets. True when the value holds a `<`.
+fn scan_name_addr(value: &str, single: bool) -> Result<bool, Reject> {
     let mut in_quote = false;
     let mut escaped = false;
     let mut angle = false;
@@ -488,30 +530,7 @@ fn check_name_addr(value: &str, single: bool) -> Result<(), Reject> {
     if angle {
         return Err(reject(400, "Unbalanced angle brackets"));
     }
-    for item in split_top_level(value, ',') {
-        let item = squeeze(item, false);
-        if item.is_empty() {
-            return Err(reject(400, "Empty header value"));
-        }
-        if !saw_angle && crate::params::addr_spec(&item).contains('?') {
-            // §20.10: a URI with headers must be a name-addr.
-            return Err(reject(400, "URI with headers must be enclosed in <>"));
-        }
-        let after = if saw_angle {
-            item.rsplit_once('>').map_or("", |(_, a)| a)
-        } else {
-            item.as_str()
-        };
-        let params = split_top_level(after, ';');
-        if params
-            .iter()
-            .skip(1)
-            .any(|p| p.is_empty() || p.starts_with('='))
-        {
-            return Err(reject(400, "Empty header parameter"));
-        }
-    }
-    Ok(())
+    Ok(saw_angle)
 }
 
 fn check_response(head: &MessageHead) -> Result<(), &'static str> {
@@ -742,6 +761,86 @@ mod tests {
         assert!(text.contains("Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"));
         assert!(text.contains("To: <sip:b@h>;tag="));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    /// Fuzz finding 4: a bare addr-spec after a name-addr in one Contact value was checked as
+    /// if it were inside the name-addr, delivered on its own line, and refused there.
+    #[test]
+    fn list_elements_are_checked_one_by_one() {
+        let f = front();
+        for (contact, reason) in [
+            ("<sip:x@h>, sip:y@h;;a", "Empty header parameter"),
+            (
+                "<sip:x@h>, sip:y@h?a=b",
+                "URI with headers must be enclosed in <>",
+            ),
+            (
+                "\"X\" <sip:x@h>, sip:y@h;a b",
+                "Whitespace in header parameter name",
+            ),
+        ] {
+            let raw = req(
+                "OPTIONS sip:b@h SIP/2.0",
+                &format!("Contact: {contact}\r\n"),
+            );
+            assert_eq!(
+                status_of(&f.check_datagram(&raw)),
+                Some((400, reason)),
+                "{contact}"
+            );
+        }
+        let raw = req(
+            "OPTIONS sip:b@h SIP/2.0",
+            "Contact: <sip:x@h>;q=0.5 , sip:y@h ; expires = 60\r\n",
+        );
+        let Verdict::Deliver { bytes, .. } = f.check_datagram(&raw) else {
+            panic!("a well-formed mixed list is delivered");
+        };
+        let text = String::from_utf8(bytes.clone()).expect("utf8");
+        assert!(text.contains("Contact: <sip:x@h>;q=0.5\r\nContact: sip:y@h;expires=60\r\n"));
+        assert!(
+            matches!(f.check_datagram(&bytes), Verdict::Deliver { bytes: again, .. } if again == bytes)
+        );
+    }
+
+    /// generic-param = token [ EQUAL gen-value ] (RFC 3261 §25.1): LWS around `;` and `=` is
+    /// allowed (SEMI, EQUAL), LWS splitting the name into two tokens is not.
+    #[test]
+    fn whitespace_inside_a_header_parameter_name_is_refused() {
+        let f = front();
+        for to in [
+            "To: <sip:b@h>;tag x",
+            "To: <sip:b@h>;t ag=1",
+            "To: sip:b@h ;   tag   KPTIONS1",
+            "To: <sip:b@h>;tag\tx=1",
+        ] {
+            let raw = String::from_utf8(req("OPTIONS sip:b@h SIP/2.0", ""))
+                .expect("utf8")
+                .replace("To: <sip:b@h>", to);
+            assert_eq!(
+                status_of(&f.check_datagram(raw.as_bytes())),
+                Some((400, "Whitespace in header parameter name")),
+                "{to}"
+            );
+        }
+        for to in [
+            "To: <sip:b@h>;tag = x",
+            "To: <sip:b@h> ; tag=x",
+            "To: sip:b@h ;\ttag= x",
+        ] {
+            let raw = String::from_utf8(req("OPTIONS sip:b@h SIP/2.0", ""))
+                .expect("utf8")
+                .replace("To: <sip:b@h>", to);
+            let Verdict::Deliver { bytes, .. } = f.check_datagram(raw.as_bytes()) else {
+                panic!("{to} is delivered");
+            };
+            assert!(
+                String::from_utf8(bytes)
+                    .expect("utf8")
+                    .contains(";tag=x\r\n"),
+                "{to}"
+            );
+        }
     }
 
     #[test]

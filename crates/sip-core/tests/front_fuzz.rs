@@ -1,5 +1,7 @@
 //! Property tests of the validation front: arbitrary and mutated input never panics, whatever is
-//! delivered parses in rsipstack, and stream framing does not depend on how bytes are split.
+//! delivered parses in rsipstack and is delivered unchanged when checked again (normalisation is
+//! idempotent, the property fuzz/sip_front checks), and stream framing does not depend on how
+//! bytes are split.
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
@@ -22,10 +24,32 @@ fn front() -> ValidationFront {
     ValidationFront::new(Limits::default(), "fuzz")
 }
 
+/// Limits loose enough that a normalised message (longer than its source: compact names
+/// expanded, lists split) is judged on its content only.
+const LOOSE: Limits = Limits {
+    max_head_bytes: 1 << 20,
+    max_headers: 1 << 16,
+    max_body_bytes: 1 << 20,
+    max_connections: 8,
+};
+
 fn assert_sane(v: &Verdict) {
     match v {
-        Verdict::Deliver { bytes, .. } => {
+        Verdict::Deliver { bytes, summary } => {
             assert!(rsipstack::sip::SipMessage::try_from(bytes.as_slice()).is_ok());
+            match ValidationFront::new(LOOSE, "fuzz").check_datagram(bytes) {
+                Verdict::Deliver {
+                    bytes: again,
+                    summary: summary_again,
+                } => {
+                    assert_eq!(&again, bytes, "normalisation is not idempotent");
+                    assert_eq!(&summary_again, summary, "summary changes on redelivery");
+                }
+                other => panic!(
+                    "normalised message refused on redelivery: {other:?}\n{}",
+                    String::from_utf8_lossy(bytes)
+                ),
+            }
         }
         Verdict::Respond { bytes, status, .. } => {
             let text = String::from_utf8_lossy(bytes);
@@ -34,6 +58,24 @@ fn assert_sane(v: &Verdict) {
         }
         Verdict::Drop { .. } => {}
     }
+}
+
+/// A header parameter, well-formed or not: LWS around `;` and `=`, empty, a name split by
+/// LWS, a URI header, a quoted value.
+fn param() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        ";tag=1",
+        " ; q = 0.5",
+        ";lr",
+        ";;",
+        ";=x",
+        ";tag x",
+        ";t ag=1",
+        "?h=v",
+        ";p=\"a;b, c\"",
+        " ;\texpires= 60",
+    ])
+    .prop_map(str::to_string)
 }
 
 proptest! {
@@ -66,6 +108,32 @@ proptest! {
         let keep = cut.index(msg.len() + 1);
         assert_sane(&front().check_datagram(&msg));
         assert_sane(&front().check_datagram(&msg[..keep]));
+    }
+
+    /// Address lists mixing name-addrs and bare addr-specs with well-formed and malformed
+    /// parameters (fuzz finding 4 was `<…>, addr-spec;;…` in one Contact value).
+    #[test]
+    fn address_lists_normalise_idempotently(
+        items in proptest::collection::vec((any::<bool>(), proptest::collection::vec(param(), 0..4)), 1..4),
+        header in prop::sample::select(vec!["Contact", "Route", "P-Asserted-Identity", "To"]),
+    ) {
+        let list: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (name_addr, params))| {
+                let uri = format!("sip:u{i}@h");
+                let uri = if *name_addr { format!("\"U {i}\" <{uri}>") } else { uri };
+                format!("{uri}{}", params.concat())
+            })
+            .collect();
+        let value = if header == "To" { list[0].clone() } else { list.join(" , ") };
+        let msg = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+             From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n{header}: {value}\r\nCall-ID: x\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .replacen("To: <sip:a@b>\r\nTo:", "To:", 1);
+        assert_sane(&front().check_datagram(msg.as_bytes()));
     }
 
     #[test]
