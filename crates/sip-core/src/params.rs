@@ -1,27 +1,58 @@
 //! Lexical helpers for header values made of name-addr / addr-spec and `;param` lists
-//! (RFC 3261 §25.1): splitting at commas and semicolons that are outside quoted strings and
-//! `<...>`, and reading a header parameter such as `tag` or `branch`.
+//! (RFC 3261 §25.1): the quoted-string scanner every value walk shares, splitting at commas and
+//! semicolons that are outside quoted strings and `<...>`, and reading a header parameter such
+//! as `tag` or `branch`.
+
+/// Quoted-string state of a left-to-right walk over a header value (RFC 3261 §25.1:
+/// `quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE`, `quoted-pair = "\" …`, so an
+/// escaped DQUOTE does not close it). The caller decides where a DQUOTE opens one: the
+/// name-addr checks do not open one inside `<addr-spec>`, the list splitter does.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct QuotedString {
+    open: bool,
+    escaped: bool,
+}
+
+impl QuotedString {
+    /// Feed `c`: true when it belongs to an open quoted string (its text, a quoted-pair or the
+    /// closing DQUOTE), false when it is outside one and is the caller's to look at.
+    pub(crate) fn consume(&mut self, c: char) -> bool {
+        if !self.open {
+            return false;
+        }
+        if self.escaped {
+            self.escaped = false;
+        } else if c == '\\' {
+            self.escaped = true;
+        } else if c == '"' {
+            self.open = false;
+        }
+        true
+    }
+
+    /// The DQUOTE just seen outside a quoted string opens one.
+    pub(crate) fn open(&mut self) {
+        self.open = true;
+    }
+
+    /// True while inside a quoted string (at the end of a value: it is unterminated).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+}
 
 /// Split `value` at top-level occurrences of `sep` (outside quotes and angle brackets).
 pub fn split_top_level(value: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
-    let mut in_quote = false;
-    let mut escaped = false;
+    let mut quote = QuotedString::default();
     let mut angle = 0usize;
     let mut start = 0;
     for (i, c) in value.char_indices() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
+        if quote.consume(c) {
             continue;
         }
         match c {
-            '"' => in_quote = true,
+            '"' => quote.open(),
             '<' => angle += 1,
             '>' => angle = angle.saturating_sub(1),
             c if c == sep && angle == 0 => {
@@ -106,6 +137,26 @@ pub fn display_name(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_string_ends_at_an_unescaped_dquote_only() {
+        let mut quote = QuotedString::default();
+        let outside: String = r#"x"a\"b,c"y"op"#
+            .chars()
+            .filter(|&c| {
+                if quote.consume(c) {
+                    return false;
+                }
+                if c == '"' {
+                    quote.open();
+                }
+                true
+            })
+            .collect();
+        assert_eq!(outside, r#"x"y""#);
+        assert!(quote.is_open(), "the last DQUOTE is unterminated");
+        assert_eq!(split_top_level(r#""a\",b", c"#, ',').len(), 2);
+    }
 
     #[test]
     fn params_outside_brackets_and_quotes() {

@@ -7,7 +7,7 @@
 
 use crate::framing::{frame_datagram, Frame, Limits, Refusal, StreamItem};
 use crate::message_head::{is_token_byte, MessageHead, RawHeader};
-use crate::params::{header_param, split_top_level};
+use crate::params::{header_param, split_top_level, QuotedString};
 use crate::stateless;
 
 /// Methods this endpoint implements (RFC 3261 §8.2.1: others are answered 501). Method names
@@ -493,23 +493,15 @@ fn check_name_addr(value: &str, single: bool) -> Result<(), Reject> {
 /// unbalanced `<>`, whitespace inside `<addr-spec>`, an unterminated quoted string and, when
 /// `single`, a comma outside quotes and brackets. True when the value holds a `<`.
 fn scan_name_addr(value: &str, single: bool) -> Result<bool, Reject> {
-    let mut in_quote = false;
-    let mut escaped = false;
+    let mut quote = QuotedString::default();
     let mut angle = false;
     let mut saw_angle = false;
     for c in value.chars() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
+        if quote.consume(c) {
             continue;
         }
         match c {
-            '"' if !angle => in_quote = true,
+            '"' if !angle => quote.open(),
             '<' if angle => return Err(reject(400, "Unbalanced angle brackets")),
             '<' => {
                 angle = true;
@@ -524,7 +516,7 @@ fn scan_name_addr(value: &str, single: bool) -> Result<bool, Reject> {
             _ => {}
         }
     }
-    if in_quote {
+    if quote.is_open() {
         return Err(reject(400, "Unterminated quoted string"));
     }
     if angle {
@@ -562,20 +554,12 @@ fn check_response(head: &MessageHead) -> Result<(), &'static str> {
 fn squeeze(value: &str, slash: bool) -> String {
     let sep = |c: char| matches!(c, ';' | '=' | ',') || (slash && c == '/');
     let mut out = String::with_capacity(value.len());
-    let mut in_quote = false;
-    let mut escaped = false;
+    let mut quote = QuotedString::default();
     let mut angle = false;
     let mut pending_space = false;
     for c in value.chars() {
-        if in_quote {
+        if quote.consume(c) {
             out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
             continue;
         }
         if !angle && (c == ' ' || c == '\t') {
@@ -590,7 +574,7 @@ fn squeeze(value: &str, slash: bool) -> String {
             pending_space = false;
         }
         match c {
-            '"' if !angle => in_quote = true,
+            '"' if !angle => quote.open(),
             '<' => angle = true,
             '>' => angle = false,
             _ => {}
