@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests in `tests/tests/`: starts the real `mwi-store` binary on
 //! loopback ports with a temporary store, reads the addresses it bound from its start-up log
-//! line, and kills it when the handle drops.
+//! line, and kills it when the handle drops; plus the client steps the tests share: a chat or
+//! page-mode deposit, and answering PUBLISHes as the presence server until the awaited one.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,6 +11,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use msrp_session::MsrpEndpoint;
+use mwi_store::client::chat::{call, CallOptions};
+use mwi_store::client::presence::{PresenceServer, Publish};
+use mwi_store::client::sip_uac::SipUac;
 
 /// Path of the `mwi-store` binary, built once per test process with the same profile as the
 /// test itself (the test executable lives in `target/<profile>/deps/`).
@@ -291,13 +297,9 @@ pub async fn client(
     ip: &str,
     server: &Server,
     chunk_size: usize,
-) -> anyhow::Result<(
-    mwi_store::client::sip_uac::SipUac,
-    msrp_session::MsrpEndpoint,
-)> {
-    let uac = mwi_store::client::sip_uac::SipUac::bind(format!("{ip}:0").parse()?, server.sip_udp)
-        .await?;
-    let msrp = msrp_session::MsrpEndpoint::bind(
+) -> anyhow::Result<(SipUac, MsrpEndpoint)> {
+    let uac = SipUac::bind(format!("{ip}:0").parse()?, server.sip_udp).await?;
+    let msrp = MsrpEndpoint::bind(
         format!("{ip}:0").parse()?,
         msrp_session::EndpointConfig {
             chunk_size,
@@ -307,4 +309,90 @@ pub async fn client(
     )
     .await?;
     Ok((uac, msrp))
+}
+
+/// A stand-in presence server on a free loopback port, and a server that publishes MWI to it
+/// (`[mwi] proxy`); `extra_toml` as for [`Server::start`].
+pub async fn start_with_presence(extra_toml: &str) -> anyhow::Result<(Server, PresenceServer)> {
+    let presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
+    let mwi = format!("[mwi]\nproxy = \"udp:{}\"\n", presence.local_addr());
+    let server = Server::start(&merge_toml(&mwi, extra_toml)?)?;
+    Ok((server, presence))
+}
+
+/// Plain-text bodies `"{prefix} {i}"` for `i` in `0..n`, as [`deposit`] takes them.
+pub fn texts(n: usize, prefix: &str) -> Vec<(&'static str, Bytes)> {
+    (0..n)
+        .map(|i| ("text/plain", Bytes::from(format!("{prefix} {i}"))))
+        .collect()
+}
+
+/// One chat deposit: INVITE with `opts`, the greeting, one SEND per body (each waits for its
+/// MSRP 200, which the server sends after the commit), BYE.
+pub async fn deposit(
+    uac: &SipUac,
+    msrp: &MsrpEndpoint,
+    opts: &CallOptions,
+    bodies: &[(&str, Bytes)],
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let mut chat = call(uac, msrp, opts, wait).await?;
+    chat.next_message(wait).await.context("the greeting")?;
+    for (content_type, body) in bodies {
+        chat.send(content_type, body.clone()).await?;
+    }
+    chat.bye(uac, wait).await?;
+    Ok(())
+}
+
+/// One page-mode deposit (RFC 3428 MESSAGE); fails unless it is answered 202 (stored).
+pub async fn deposit_message(
+    uac: &SipUac,
+    from: &str,
+    to: &str,
+    body: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let message = uac.message_request(from, to, "", body);
+    let resp = uac.transact(&message, wait).await?;
+    if resp.status() != 202 {
+        bail!("MESSAGE answered `{}`", resp.start_line);
+    }
+    Ok(())
+}
+
+/// The new-message count of a message-summary body: `new` in `Text-Message: new/old`
+/// (RFC 3842 §5.2).
+pub fn new_count(body: &str) -> Option<u64> {
+    let line = body.lines().find(|l| l.starts_with("Text-Message:"))?;
+    line.split_once(':')?
+        .1
+        .trim()
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Answers every PUBLISH 200 with a fresh SIP-ETag, as the presence server, until `done` holds
+/// for the one just accepted (assertions every PUBLISH must pass go in `done` too); fails when
+/// none does within `wait`. Returns that PUBLISH and the ETag it got.
+pub async fn accept_publishes_until(
+    presence: &mut PresenceServer,
+    wait: Duration,
+    mut done: impl FnMut(&Publish) -> bool,
+) -> anyhow::Result<(Publish, String)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last = None;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let publish = presence.next_publish(left).await.with_context(|| {
+            format!("waiting for the awaited PUBLISH; the last body was {last:?}")
+        })?;
+        let etag = presence.accept(&publish).await?;
+        if done(&publish) {
+            return Ok((publish, etag));
+        }
+        last = Some(publish.body);
+    }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use e2e_tests::{binary, open_store, Server};
+use e2e_tests::{binary, deposit_message, open_store, start_with_presence, Server};
 use message_store::{NewMessage, Source};
-use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::SipUac;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -265,25 +264,11 @@ async fn admin_cli_prints_a_prepared_store_as_tables_and_json() -> anyhow::Resul
     Ok(())
 }
 
-/// Sends a page-mode MESSAGE for bob and expects 202.
-async fn deposit_message(server: &Server, text: &str) -> anyhow::Result<()> {
-    let uac = SipUac::bind("127.0.0.1:0".parse()?, server.sip_udp).await?;
-    let message = uac.message_request(ALICE, BOB, "", text);
-    let resp = uac.transact(&message, WAIT).await?;
-    if resp.status() != 202 {
-        bail!("MESSAGE answered `{}`", resp.start_line);
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_with_the_cli_makes_the_running_server_republish() -> anyhow::Result<()> {
-    let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
-    let mut server = Server::start(&format!(
-        "[mwi]\nproxy = \"udp:{}\"\n",
-        presence.local_addr()
-    ))?;
-    deposit_message(&server, "ping").await?;
+    let (mut server, mut presence) = start_with_presence("").await?;
+    let uac = SipUac::bind("127.0.0.1:0".parse()?, server.sip_udp).await?;
+    deposit_message(&uac, ALICE, BOB, "ping", WAIT).await?;
     let first = presence.next_publish(WAIT).await?;
     assert!(
         first.body.contains("Messages-Waiting: yes"),
@@ -375,7 +360,8 @@ async fn metrics_move_after_a_message_deposit() -> anyhow::Result<()> {
     );
     assert_eq!(sample(&before, "mwi_store_active_sessions"), 0.0);
 
-    deposit_message(&server, "hello").await?;
+    let uac = SipUac::bind("127.0.0.1:0".parse()?, server.sip_udp).await?;
+    deposit_message(&uac, ALICE, BOB, "hello", WAIT).await?;
     let after = scrape(addr).await?;
     assert_eq!(sample(&after, stored), 1.0, "{after}");
     assert_eq!(sample(&after, "mwi_store_stored_bytes_total"), 5.0);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
+use e2e_tests::{client, deposit, deposit_message, new_count, open_store, Server};
 use mwi_store::client::chat::{call, CallOptions};
 use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::{token, SipUac};
@@ -53,17 +53,6 @@ struct Publication {
 }
 
 type Presence = Arc<Mutex<HashMap<String, Publication>>>;
-
-fn new_count(body: &str) -> Option<u64> {
-    let line = body.lines().find(|l| l.starts_with("Text-Message:"))?;
-    line.split_once(':')?
-        .1
-        .trim()
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
-}
 
 /// Answers every PUBLISH as a presence server that keeps only the current ETag does (RFC 3903
 /// §6: a SIP-If-Match that is not the current entity-tag gets 412).
@@ -171,11 +160,7 @@ async fn message_worker(
     while !stop.load(Ordering::Relaxed) {
         let body = format!("{mailbox} page r{round} m{seq} {}", token());
         seq += 1;
-        let message = uac.message_request(ALICE, mailbox, "", &body);
-        let resp = uac.transact(&message, WAIT).await?;
-        if resp.status() != 202 {
-            bail!("MESSAGE answered {}", resp.start_line);
-        }
+        deposit_message(&uac, ALICE, mailbox, &body, WAIT).await?;
         acked
             .lock()
             .map_err(|_| anyhow::anyhow!("lock"))?
@@ -265,10 +250,9 @@ async fn sigkill_under_deposit_load_loses_nothing_and_republishes_with_the_persi
     // The quiet mailbox: one message, one publication, then nothing until the end.
     {
         let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-        let chat = call(&uac, &msrp, &CallOptions::new(ALICE, QUIET), WAIT).await?;
-        chat.send("text/plain", Bytes::from_static(b"quiet one"))
-            .await?;
-        chat.bye(&uac, WAIT).await?;
+        let alice = CallOptions::new(ALICE, QUIET);
+        let quiet_one = [("text/plain", Bytes::from_static(b"quiet one"))];
+        deposit(&uac, &msrp, &alice, &quiet_one, WAIT).await?;
     }
     let mut acked: HashSet<String> = HashSet::from(["quiet one".to_string()]);
     wait_converged(&server.db, &seen).await?;

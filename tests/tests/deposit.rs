@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
+use e2e_tests::{
+    accept_publishes_until, client, deposit_message, open_store, start_with_presence, Server,
+};
 use message_store::Source;
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use mwi_store::client::chat::{call, CallOptions, Rejected};
-use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::token;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,11 +36,7 @@ async fn rejected_status(r: anyhow::Result<mwi_store::client::chat::ChatCall>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_stores_exactly_what_was_sent() -> anyhow::Result<()> {
-    let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
-    let server = Server::start(&format!(
-        "[mwi]\nproxy = \"udp:{}\"\n",
-        presence.local_addr()
-    ))?;
+    let (server, mut presence) = start_with_presence("").await?;
     let (uac, msrp) = client("127.0.0.1", &server, 100).await?;
 
     let mut opts = CallOptions::new(ALICE, BOB);
@@ -113,24 +109,19 @@ async fn deposit_stores_exactly_what_was_sent() -> anyhow::Result<()> {
     );
 
     // Page mode: a MESSAGE adds a sixth, answered 202 after the commit.
-    let message = uac.message_request(ALICE, BOB, "", "pager");
-    let resp = uac.transact(&message, WAIT).await?;
-    assert_eq!(resp.status(), 202, "{}", resp.start_line);
+    deposit_message(&uac, ALICE, BOB, "pager", WAIT).await?;
     let stored = store.messages(BOB, true).await?;
     assert_eq!(stored.len(), 6);
     assert_eq!(stored[5].message.source, Source::SipMessage);
     assert_eq!(stored[5].message.body, b"pager");
 
     // MWI: the presence server hears about bob; the last PUBLISH carries 6/0.
-    let mut last = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !last.contains("Text-Message: 6/0") {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let p = presence.next_publish(left).await.context(last.clone())?;
+    let (last, _) = accept_publishes_until(&mut presence, WAIT, |p| {
         assert_eq!(p.aor, BOB);
-        presence.accept(&p).await?;
-        last = p.body;
-    }
+        p.body.contains("Text-Message: 6/0")
+    })
+    .await?;
+    let last = last.body;
     assert!(last.contains("Messages-Waiting: yes"), "{last}");
     assert!(
         last.contains("Message-Account: sip:offline@example.com"),

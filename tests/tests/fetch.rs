@@ -5,13 +5,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
+use e2e_tests::{
+    accept_publishes_until, client, deposit, open_store, start_with_presence, texts, Server,
+};
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use msrp_session::{MsrpEndpoint, SessionEvent};
 use mwi_store::client::chat::{call, CallOptions, Rejected};
-use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::SipUac;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -20,53 +21,9 @@ const ALICE: &str = "sip:alice@example.com";
 const CAROL: &str = "sip:carol@example.com";
 const FETCH: &str = "sip:offline@example.com";
 
-async fn deposit(
-    uac: &SipUac,
-    msrp: &MsrpEndpoint,
-    from: &str,
-    name: Option<&str>,
-    bodies: &[(&str, Bytes)],
-) -> anyhow::Result<()> {
-    let mut opts = CallOptions::new(from, BOB);
-    opts.from_name = name.map(str::to_string);
-    let mut chat = call(uac, msrp, &opts, WAIT).await?;
-    chat.next_message(WAIT).await?;
-    for (ct, body) in bodies {
-        chat.send(ct, body.clone()).await?;
-    }
-    chat.bye(uac, WAIT).await?;
-    Ok(())
-}
-
-fn texts(n: usize, prefix: &str) -> Vec<(&'static str, Bytes)> {
-    (0..n)
-        .map(|i| ("text/plain", Bytes::from(format!("{prefix} {i}"))))
-        .collect()
-}
-
-/// Waits until the presence server has acknowledged a PUBLISH containing `want`.
-async fn publish_with(presence: &mut PresenceServer, want: &str) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let p = presence
-            .next_publish(left)
-            .await
-            .with_context(|| format!("waiting for a PUBLISH with {want:?}"))?;
-        presence.accept(&p).await?;
-        if p.body.contains(want) {
-            return Ok(p.body);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_delivers_originals_then_bye_and_publishes_no() -> anyhow::Result<()> {
-    let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
-    let server = Server::start(&format!(
-        "[mwi]\nproxy = \"udp:{}\"\n",
-        presence.local_addr()
-    ))?;
+    let (server, mut presence) = start_with_presence("").await?;
     let (mut uac, msrp) = client("127.0.0.1", &server, 100).await?;
 
     let cpim = CpimMessage::new(
@@ -79,20 +36,20 @@ async fn fetch_delivers_originals_then_bye_and_publishes_no() -> anyhow::Result<
         Bytes::from_static(b"sent at half past eight"),
     );
     let long = Bytes::from("abcdefghij".repeat(30));
-    deposit(
-        &uac,
-        &msrp,
-        ALICE,
-        Some("Alice"),
-        &[
-            ("text/plain", Bytes::from_static(b"first")),
-            ("message/cpim", cpim.to_bytes()),
-            ("text/plain", long.clone()),
-        ],
-    )
+    let mut alice = CallOptions::new(ALICE, BOB);
+    alice.from_name = Some("Alice".into());
+    let bodies = [
+        ("text/plain", Bytes::from_static(b"first")),
+        ("message/cpim", cpim.to_bytes()),
+        ("text/plain", long.clone()),
+    ];
+    deposit(&uac, &msrp, &alice, &bodies, WAIT).await?;
+    let carol = CallOptions::new(CAROL, BOB);
+    deposit(&uac, &msrp, &carol, &texts(2, "carol"), WAIT).await?;
+    accept_publishes_until(&mut presence, WAIT, |p| {
+        p.body.contains("Text-Message: 5/0")
+    })
     .await?;
-    deposit(&uac, &msrp, CAROL, None, &texts(2, "carol")).await?;
-    publish_with(&mut presence, "Text-Message: 5/0").await?;
 
     let mut fetch = call(&uac, &msrp, &CallOptions::new(BOB, FETCH), WAIT).await?;
     let got = fetch.collect_until_bye(&mut uac, WAIT).await?;
@@ -131,8 +88,11 @@ async fn fetch_delivers_originals_then_bye_and_publishes_no() -> anyhow::Result<
         "receive time when the sender gave none"
     );
 
-    let body = publish_with(&mut presence, "Messages-Waiting: no").await?;
-    assert!(body.contains("Text-Message: 0/0"), "{body}");
+    let (last, _) = accept_publishes_until(&mut presence, WAIT, |p| {
+        p.body.contains("Messages-Waiting: no")
+    })
+    .await?;
+    assert!(last.body.contains("Text-Message: 0/0"), "{}", last.body);
     assert_eq!(open_store(&server.db)?.counts(BOB).await?.new, 0);
 
     // A second fetch: "no new messages", then BYE.
@@ -147,7 +107,8 @@ async fn fetch_delivers_originals_then_bye_and_publishes_no() -> anyhow::Result<
 async fn untrusted_fetch_is_refused_and_pai_picks_the_mailbox() -> anyhow::Result<()> {
     let server = Server::start("[mwi]\nmode = \"notify\"\n[deposit]\naccept_untrusted = true\n")?;
     let (mut uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    deposit(&uac, &msrp, ALICE, None, &texts(2, "hi")).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&uac, &msrp, &alice, &texts(2, "hi"), WAIT).await?;
     let store = open_store(&server.db)?;
 
     // From an untrusted address, even claiming to be bob with a PAI: 403, nothing revealed.
@@ -186,14 +147,14 @@ async fn untrusted_fetch_is_refused_and_pai_picks_the_mailbox() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_fetch_leaves_the_unacknowledged_and_republishes() -> anyhow::Result<()> {
-    let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
-    let server = Server::start(&format!(
-        "[mwi]\nproxy = \"udp:{}\"\n",
-        presence.local_addr()
-    ))?;
+    let (server, mut presence) = start_with_presence("").await?;
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    deposit(&uac, &msrp, ALICE, None, &texts(5, "m")).await?;
-    publish_with(&mut presence, "Text-Message: 5/0").await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&uac, &msrp, &alice, &texts(5, "m"), WAIT).await?;
+    accept_publishes_until(&mut presence, WAIT, |p| {
+        p.body.contains("Text-Message: 5/0")
+    })
+    .await?;
 
     let mut fetch = call(&uac, &msrp, &CallOptions::new(BOB, FETCH), WAIT).await?;
     for _ in 0..2 {
@@ -212,7 +173,10 @@ async fn dropped_fetch_leaves_the_unacknowledged_and_republishes() -> anyhow::Re
     server.wait_log(|l| l["message"] == "fetch interrupted", WAIT)?;
     let left = store.counts(BOB).await?.new;
     assert_eq!(left, 3, "only the two acknowledged messages leave");
-    publish_with(&mut presence, "Text-Message: 3/0").await?;
+    accept_publishes_until(&mut presence, WAIT, |p| {
+        p.body.contains("Text-Message: 3/0")
+    })
+    .await?;
     let bodies: Vec<Vec<u8>> = store
         .messages(BOB, false)
         .await?
@@ -227,7 +191,8 @@ async fn dropped_fetch_leaves_the_unacknowledged_and_republishes() -> anyhow::Re
 async fn slow_fetcher_never_has_more_than_the_window_in_flight() -> anyhow::Result<()> {
     let server = Server::start("[mwi]\nmode = \"notify\"\n[fetch]\nwindow = 2\n")?;
     let (mut uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    deposit(&uac, &msrp, ALICE, None, &texts(6, "w")).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&uac, &msrp, &alice, &texts(6, "w"), WAIT).await?;
 
     let mut fetch = call(&uac, &msrp, &CallOptions::new(BOB, FETCH), WAIT).await?;
     let mut held = Vec::new();
@@ -268,7 +233,8 @@ async fn slow_fetcher_never_has_more_than_the_window_in_flight() -> anyhow::Resu
 async fn two_concurrent_fetches_never_share_a_message() -> anyhow::Result<()> {
     let server = Server::start("[mwi]\nmode = \"notify\"\n[fetch]\nwindow = 4\n")?;
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    deposit(&uac, &msrp, ALICE, None, &texts(40, "c")).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&uac, &msrp, &alice, &texts(40, "c"), WAIT).await?;
 
     let mut tasks = Vec::new();
     for _ in 0..2 {

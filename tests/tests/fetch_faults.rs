@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
+use e2e_tests::{client, deposit, open_store, Server};
 use msrp_session::cpim::CpimMessage;
 use mwi_store::client::chat::{call, CallOptions};
 use rand::Rng;
@@ -58,11 +58,11 @@ async fn cut_fetches_and_killed_servers_delete_only_what_was_acknowledged() -> a
         .collect();
     {
         let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-        let chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
-        for body in &all {
-            chat.send("text/plain", Bytes::from(body.clone())).await?;
-        }
-        chat.bye(&uac, WAIT).await?;
+        let bodies: Vec<(&str, Bytes)> = all
+            .iter()
+            .map(|b| ("text/plain", Bytes::from(b.clone())))
+            .collect();
+        deposit(&uac, &msrp, &CallOptions::new(ALICE, BOB), &bodies, WAIT).await?;
     }
 
     let mut rng = rand::rng();

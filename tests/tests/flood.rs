@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
-use mwi_store::client::chat::{call, CallOptions};
+use e2e_tests::{client, deposit, open_store, Server};
+use mwi_store::client::chat::CallOptions;
 use mwi_store::client::sip_uac::final_response;
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
@@ -100,13 +100,11 @@ async fn garbage_and_half_open_connections_do_not_stop_a_deposit() -> anyhow::Re
     });
 
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    let chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT)
+    let alice = CallOptions::new(ALICE, BOB);
+    let still_here = [("text/plain", Bytes::from_static(b"still here"))];
+    deposit(&uac, &msrp, &alice, &still_here, WAIT)
         .await
-        .context("chat INVITE during the flood")?;
-    chat.send("text/plain", Bytes::from_static(b"still here"))
-        .await
-        .context("SEND during the flood")?;
-    chat.bye(&uac, WAIT).await?;
+        .context("chat deposit during the flood")?;
     flood.await??;
     let message = uac.message_request(ALICE, BOB, "", "pager");
     // Sent as a UA does over UDP (RFC 3261 §17.1.2.2, Timer E): the same request again until

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use e2e_tests::{client, Server};
-use msrp_session::MsrpEndpoint;
-use mwi_store::client::chat::{call, CallOptions};
+use e2e_tests::{client, deposit, start_with_presence, texts, Server};
+use mwi_store::client::chat::CallOptions;
 use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::SipUac;
 use mwi_store::client::subscribe::subscribe;
@@ -15,26 +13,16 @@ const WAIT: Duration = Duration::from_secs(10);
 const BOB: &str = "sip:bob@example.com";
 const ALICE: &str = "sip:alice@example.com";
 
-async fn deposit(uac: &SipUac, msrp: &MsrpEndpoint, n: usize) -> anyhow::Result<()> {
-    let mut chat = call(uac, msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
-    chat.next_message(WAIT).await?;
-    for i in 0..n {
-        chat.send("text/plain", Bytes::from(format!("msg {i}")))
-            .await?;
-    }
-    chat.bye(uac, WAIT).await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_lifecycle_412_recovery_and_restart() -> anyhow::Result<()> {
     let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
     let config = format!("[mwi]\nproxy = \"udp:{}\"\n", presence.local_addr());
     let server = Server::start(&config)?;
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let alice = CallOptions::new(ALICE, BOB);
 
     // Three deposits: the first PUBLISH is initial (no SIP-If-Match), later ones modify.
-    deposit(&uac, &msrp, 3).await?;
+    deposit(&uac, &msrp, &alice, &texts(3, "msg"), WAIT).await?;
     let first = presence.next_publish(WAIT).await?;
     assert_eq!(first.sip_if_match, None, "initial PUBLISH");
     assert_eq!(first.aor, BOB);
@@ -66,7 +54,7 @@ async fn publish_lifecycle_412_recovery_and_restart() -> anyhow::Result<()> {
     );
 
     // The presence server lost the publication: 412, and the server publishes afresh.
-    deposit(&uac, &msrp, 1).await?;
+    deposit(&uac, &msrp, &alice, &texts(1, "msg"), WAIT).await?;
     let p = presence.next_publish(WAIT).await?;
     assert_eq!(p.sip_if_match.as_deref(), Some(etag.as_str()));
     presence
@@ -91,13 +79,12 @@ async fn publish_lifecycle_412_recovery_and_restart() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalesced_publishes_end_with_the_exact_count() -> anyhow::Result<()> {
-    let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
-    let server = Server::start(&format!(
-        "[mwi]\nproxy = \"udp:{}\"\n",
-        presence.local_addr()
-    ))?;
+    let (server, mut presence) = start_with_presence("").await?;
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
-    let depositing = tokio::spawn(async move { deposit(&uac, &msrp, 200).await });
+    let depositing = tokio::spawn(async move {
+        let alice = CallOptions::new(ALICE, BOB);
+        deposit(&uac, &msrp, &alice, &texts(200, "msg"), WAIT).await
+    });
     // Answer slowly: changes pile up behind the one PUBLISH in flight and coalesce.
     let mut publishes = 0;
     let mut last = String::new();
@@ -146,7 +133,8 @@ async fn direct_subscribe_notifies_counts_and_refuses_strangers() -> anyhow::Res
     );
 
     let depositor = SipUac::bind("127.0.0.1:0".parse()?, server.sip_udp).await?;
-    deposit(&depositor, &msrp, 3).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&depositor, &msrp, &alice, &texts(3, "msg"), WAIT).await?;
     let mut body = String::new();
     while !body.contains("Text-Message: 3/0") {
         body = sub.next_notify(&mut uac, WAIT).await?.body_text();

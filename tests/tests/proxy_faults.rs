@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use e2e_tests::{open_store, Server};
+use e2e_tests::{accept_publishes_until, deposit_message, new_count, open_store, Server};
 use mwi_store::client::presence::{PresenceServer, Publish};
 use mwi_store::client::sip_uac::SipUac;
 
@@ -21,26 +21,6 @@ const ALICE: &str = "sip:alice@example.com";
 const OUTAGE_MAILBOXES: usize = 50;
 /// Changes during the outage.
 const OUTAGE_CHANGES: usize = 1000;
-
-async fn page(uac: &SipUac, mailbox: &str, body: &str) -> anyhow::Result<()> {
-    let message = uac.message_request(ALICE, mailbox, "", body);
-    let resp = uac.transact(&message, WAIT).await?;
-    if resp.status() != 202 {
-        bail!("MESSAGE answered {}", resp.start_line);
-    }
-    Ok(())
-}
-
-fn new_count(body: &str) -> Option<u64> {
-    let line = body.lines().find(|l| l.starts_with("Text-Message:"))?;
-    line.split_once(':')?
-        .1
-        .trim()
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
-}
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -69,26 +49,6 @@ async fn next_new(
     }
 }
 
-/// Accepts PUBLISHes until one for `aor` carries `want` new messages.
-async fn accept_until(
-    presence: &mut PresenceServer,
-    aor: &str,
-    want: u64,
-) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let p = presence
-            .next_publish(left)
-            .await
-            .with_context(|| format!("waiting for {aor} {want}/0"))?;
-        let etag = presence.accept(&p).await?;
-        if p.aor == aor && new_count(&p.body) == Some(want) {
-            return Ok(etag);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Result<()> {
     let mut presence = PresenceServer::bind("127.0.0.1:0".parse()?).await?;
@@ -102,7 +62,7 @@ async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Re
     let mut keys = Vec::new();
 
     // 500 three times: retries wait 1 s, then 2 s, then 2 s (backoff_max).
-    page(&uac, BOB, "one").await?;
+    deposit_message(&uac, ALICE, BOB, "one", WAIT).await?;
     let mut times = Vec::new();
     for _ in 0..3 {
         let p = next_new(&mut presence, &mut keys).await?;
@@ -128,7 +88,7 @@ async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Re
     let etag = presence.accept(&p).await?;
 
     // 412 to a modify: the next PUBLISH is initial, at once.
-    page(&uac, BOB, "two").await?;
+    deposit_message(&uac, ALICE, BOB, "two", WAIT).await?;
     let p = next_new(&mut presence, &mut keys).await?;
     assert_eq!(p.sip_if_match.as_deref(), Some(etag.as_str()));
     let at = Instant::now();
@@ -158,7 +118,7 @@ async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Re
 
     // Not answering for 3 s: the transaction retransmits (a handful, RFC 3261 Timer E), then
     // the first answer ends it and the count converges.
-    page(&uac, BOB, "three").await?;
+    deposit_message(&uac, ALICE, BOB, "three", WAIT).await?;
     let silent_until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut ignored = 0;
     while let Ok(Ok(_)) = tokio::time::timeout_at(silent_until, presence.next_publish(WAIT)).await {
@@ -168,7 +128,10 @@ async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Re
         (1..=8).contains(&ignored),
         "{ignored} PUBLISH transmissions in 3 s of silence"
     );
-    accept_until(&mut presence, BOB, 3).await?;
+    accept_publishes_until(&mut presence, WAIT, |p| {
+        p.aor == BOB && new_count(&p.body) == Some(3)
+    })
+    .await?;
 
     // Down: nothing listens on the port while 1000 changes happen in 50 mailboxes.
     drop(presence);
@@ -176,14 +139,14 @@ async fn publish_backs_off_adapts_and_converges_with_flat_memory() -> anyhow::Re
         .map(|i| format!("sip:user{i:02}@example.com"))
         .collect();
     for (i, m) in mailboxes.iter().enumerate().take(10) {
-        page(&uac, m, &format!("warm-up {i}")).await?;
+        deposit_message(&uac, ALICE, m, &format!("warm-up {i}"), WAIT).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(server.pid())?;
     let started = Instant::now();
     for i in 0..OUTAGE_CHANGES {
         let m = &mailboxes[i % OUTAGE_MAILBOXES];
-        page(&uac, m, &format!("outage {i}")).await?;
+        deposit_message(&uac, ALICE, m, &format!("outage {i}"), WAIT).await?;
     }
     let outage = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use e2e_tests::{client, open_store, Server};
+use e2e_tests::{client, deposit, open_store, Server};
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use mwi_store::client::chat::{call, CallOptions};
 use mwi_store::client::sip_uac::{Message, SipUac};
@@ -63,7 +63,6 @@ async fn untrusted_senders_stay_unverified_up_to_the_fetcher() -> anyhow::Result
     let mut opts = CallOptions::new(MALLORY, BOB);
     opts.from_name = Some("Mallory".into());
     opts.asserted_identity = Some(ALICE.into());
-    let chat = call(&stranger, &stranger_msrp, &opts, WAIT).await?;
     let forged = CpimMessage::new(
         &CpimAddress::new(Some("Alice"), ALICE),
         &CpimAddress::new(None, BOB),
@@ -71,8 +70,8 @@ async fn untrusted_senders_stay_unverified_up_to_the_fetcher() -> anyhow::Result
         "text/plain",
         Bytes::from_static(b"it is really me"),
     );
-    chat.send("message/cpim", forged.to_bytes()).await?;
-    chat.bye(&stranger, WAIT).await?;
+    let bodies = [("message/cpim", forged.to_bytes())];
+    deposit(&stranger, &stranger_msrp, &opts, &bodies, WAIT).await?;
 
     let stored = open_store(&server.db)?.messages(BOB, true).await?;
     assert_eq!(stored.len(), 2);
