@@ -1,7 +1,7 @@
 //! Issue 5 end to end: PUBLISH to a presence server (initial, modify with SIP-If-Match, 412
 //! recovery, restart continuing the persisted publication) and direct SUBSCRIBE/NOTIFY.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2e_tests::{client, deposit, start_with_presence, texts, Server};
 use mwi_store::client::chat::CallOptions;
@@ -102,6 +102,51 @@ async fn coalesced_publishes_end_with_the_exact_count() -> anyhow::Result<()> {
         .next_publish(Duration::from_millis(500))
         .await
         .is_err());
+    Ok(())
+}
+
+/// `mwi.min_publish_interval_ms`: a burst of deposits into one mailbox is published at most
+/// once per interval (the first change at once), and the last PUBLISH carries the exact count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_of_a_busy_mailbox_keep_the_minimum_interval() -> anyhow::Result<()> {
+    const INTERVAL: Duration = Duration::from_millis(400);
+    let (server, mut presence) =
+        start_with_presence("[mwi]\nmin_publish_interval_ms = 400\n").await?;
+    let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let started = Instant::now();
+    let depositing = tokio::spawn(async move {
+        let alice = CallOptions::new(ALICE, BOB);
+        deposit(&uac, &msrp, &alice, &texts(150, "msg"), WAIT).await
+    });
+    // Answered at once: only the interval spaces them.
+    let mut arrivals = Vec::new();
+    let mut last = String::new();
+    while !last.contains("Text-Message: 150/0") {
+        let p = presence.next_publish(WAIT).await?;
+        arrivals.push(Instant::now());
+        presence.accept(&p).await?;
+        last = p.body;
+    }
+    depositing.await??;
+    let took = started.elapsed();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        // A little slack for the UDP hop and the test's own scheduling.
+        assert!(
+            gap >= INTERVAL - Duration::from_millis(40),
+            "PUBLISHes {gap:?} apart, interval {INTERVAL:?}"
+        );
+    }
+    let most = took.as_millis() / INTERVAL.as_millis() + 2;
+    assert!(
+        (arrivals.len() as u128) <= most,
+        "{} PUBLISHes in {took:?}",
+        arrivals.len()
+    );
+    assert!(
+        presence.next_publish(INTERVAL * 3).await.is_err(),
+        "nothing after the exact count"
+    );
     Ok(())
 }
 

@@ -20,6 +20,7 @@
 //!   [`StoreConfig::release_claims_on_open`] off. [`Store::purge_expired`] runs periodically.
 //! - Metrics: [`Store::writer_stats`] (commits, batch sizes, commit latency).
 
+mod checkpoint;
 mod claims;
 mod config;
 mod deposit;

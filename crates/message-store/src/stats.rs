@@ -74,6 +74,8 @@ pub struct WriterStats {
     pub commits: u64,
     /// Transactions that failed to commit (every job in them was answered with the error).
     pub failed_commits: u64,
+    /// WAL checkpoints run by the checkpoint thread beside the writer.
+    pub background_checkpoints: u64,
     /// Jobs (inserts, claims, acknowledgements, ...) in committed transactions.
     pub jobs: u64,
     /// Jobs per committed transaction.
@@ -105,11 +107,17 @@ impl WriterCounters {
             .observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
+    /// Transactions committed so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.batch_sizes.count.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn snapshot(&self) -> WriterStats {
         let batch_sizes = self.batch_sizes.snapshot();
         WriterStats {
             commits: batch_sizes.count,
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            background_checkpoints: 0,
             jobs: batch_sizes.sum,
             batch_sizes,
             commit_micros: self.commit_micros.snapshot(),

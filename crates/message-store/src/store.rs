@@ -219,6 +219,12 @@ impl Store {
 
     /// Writer figures since open: commits, jobs, batch sizes, commit latency (for metrics).
     pub fn writer_stats(&self) -> WriterStats {
-        self.writer.counters().snapshot()
+        let mut stats = self.writer.counters().snapshot();
+        stats.background_checkpoints = self
+            .writer
+            .checkpoints()
+            .runs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stats
     }
 }

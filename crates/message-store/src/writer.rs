@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::checkpoint::{CheckpointCounters, Checkpointer};
 use crate::config::{Limits, StoreConfig, Synchronous};
 use crate::error::StoreError;
 use crate::stats::WriterCounters;
@@ -104,13 +105,18 @@ impl<T: Send> Answer for Held<T> {
 pub(crate) struct Writer {
     jobs: Sender<Box<dyn Job>>,
     counters: Arc<WriterCounters>,
+    checkpoints: Arc<CheckpointCounters>,
+    _checkpointer: Arc<Checkpointer>,
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn`.
+    /// Starts the thread that owns `conn`, and the thread that checkpoints its WAL.
     pub(crate) fn start(conn: Connection, config: &StoreConfig) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let counters = Arc::new(WriterCounters::new());
+        let checkpoints = Arc::new(CheckpointCounters::default());
+        let checkpointer =
+            Checkpointer::start(config, Arc::clone(&counters), Arc::clone(&checkpoints))?;
         let batcher = Batcher {
             conn,
             queue,
@@ -125,7 +131,12 @@ impl Writer {
             .name("store-writer".into())
             .spawn(move || batcher.run())
             .map_err(|e| StoreError::Thread(Arc::new(e)))?;
-        Ok(Writer { jobs, counters })
+        Ok(Writer {
+            jobs,
+            counters,
+            checkpoints,
+            _checkpointer: Arc::new(checkpointer),
+        })
     }
 
     /// Queues `work` and resolves after the transaction containing it is durable.
@@ -192,6 +203,10 @@ impl Writer {
 
     pub(crate) fn counters(&self) -> &WriterCounters {
         &self.counters
+    }
+
+    pub(crate) fn checkpoints(&self) -> &CheckpointCounters {
+        &self.checkpoints
     }
 }
 

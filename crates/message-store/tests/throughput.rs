@@ -86,6 +86,76 @@ async fn durable_insert_rate() {
     );
 }
 
+/// Insert latency at a paced rate (issue 9: p99 of the MSRP 200 at half the maximum deposit
+/// rate): 100 tasks, each inserting at `MWI_PACED_RATE / 100` per second (default 14,000/s in
+/// all) into its own mailbox for 8 s; prints p50/p99/max and the largest commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand in release"]
+async fn paced_insert_latency() {
+    let rate: f64 = std::env::var("MWI_PACED_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14_000.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("bench.db"));
+    config.limits.max_messages_per_mailbox = u64::MAX;
+    config.limits.max_bytes_per_mailbox = u64::MAX;
+    let store = Store::open(config).unwrap();
+    let period = Duration::from_secs_f64(100.0 / rate);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let tasks: Vec<_> = (0..100)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mailbox = format!("sip:user{task}@example.com");
+                // Staggered, as independent callers would be (not 100 at once every period).
+                let start = tokio::time::Instant::now() + period * task / 100;
+                let mut tick = tokio::time::interval_at(start, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    let sent = Instant::now();
+                    store
+                        .insert(common::message(&mailbox, &[b'x'; 100]))
+                        .await
+                        .unwrap();
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
+    let stats = store.writer_stats();
+    let slowest = stats
+        .commit_micros
+        .bounds
+        .iter()
+        .zip(&stats.commit_micros.counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(b, _)| *b)
+        .next_back()
+        .unwrap_or(0);
+    println!(
+        "paced {rate:.0}/s: {} inserts, latency p50 {} µs, p99 {} µs, max {} µs; {} commits, \
+         mean commit {} µs, slowest <= {slowest} µs; {} background checkpoints",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        stats.commits,
+        stats.commit_micros.sum / stats.commit_micros.count.max(1),
+        stats.background_checkpoints,
+    );
+    assert_eq!(store.stats().await.unwrap().new, latencies.len() as u64);
+}
+
 /// The store's share of a fetch of 10,000 messages (issue 6 target: whole fetch ≤ 0.5 s):
 /// claims of 32 (the default send window) and one durable `delivered` per message, as each
 /// MSRP 200 would trigger, 32 in flight.

@@ -40,6 +40,10 @@ pub struct PublicationConfig {
     pub backoff_initial: Duration,
     /// Cap of the doubling retry delay.
     pub backoff_max: Duration,
+    /// Least time between sending one PUBLISH and sending the next for a change (config
+    /// `mwi.min_publish_interval_ms`); changes meanwhile coalesce into it. Zero: only the
+    /// one-in-flight rule of RFC 3903 usage applies. Retries answering a 412 or 423 are not held.
+    pub min_interval: Duration,
 }
 
 impl Default for PublicationConfig {
@@ -48,6 +52,7 @@ impl Default for PublicationConfig {
             expires: 3600,
             backoff_initial: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
+            min_interval: Duration::from_secs(1),
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct Publication {
     retry_at: Option<Instant>,
     backoff: Duration,
     refresh_at: Option<Instant>,
+    /// No PUBLISH for a change before this (the minimum interval after the last one sent).
+    held_until: Option<Instant>,
     stopped: bool,
     events: VecDeque<PublicationEvent>,
 }
@@ -187,6 +194,7 @@ impl Publication {
             in_flight: None,
             retry_at: None,
             refresh_at: None,
+            held_until: None,
             stopped: false,
             events: VecDeque::new(),
         }
@@ -221,10 +229,16 @@ impl Publication {
         self.refresh_at = None;
     }
 
-    /// The next PUBLISH, if one is due; at most one is in flight.
+    /// The next PUBLISH, if one is due; at most one is in flight, and one for a change waits
+    /// out the minimum interval after the previous one.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<PublishRequest> {
         self.handle_timeout(now);
-        if self.in_flight.is_some() || self.stopped || !self.unsent || self.retry_at.is_some() {
+        if self.in_flight.is_some()
+            || self.stopped
+            || !self.unsent
+            || self.retry_at.is_some()
+            || self.held_until.is_some()
+        {
             return None;
         }
         self.forget_expired_etag(now);
@@ -236,6 +250,9 @@ impl Publication {
             messages_waiting: document.messages_waiting,
         });
         self.unsent = false;
+        if !self.config.min_interval.is_zero() {
+            self.held_until = Some(now + self.config.min_interval);
+        }
         Some(PublishRequest {
             sip_if_match,
             expires: self.expires,
@@ -254,6 +271,7 @@ impl Publication {
             412 if sent.with_etag => {
                 self.etag = None;
                 self.unsent = true;
+                self.held_until = None;
                 self.events.push_back(PublicationEvent::Failed {
                     status: Some(412),
                     retry_in: None,
@@ -264,6 +282,7 @@ impl Publication {
                 Some(min) if min > sent.expires => {
                     self.expires = min;
                     self.unsent = true;
+                    self.held_until = None;
                     self.events.push_back(PublicationEvent::Failed {
                         status: Some(423),
                         retry_in: None,
@@ -286,10 +305,13 @@ impl Publication {
         }
     }
 
-    /// Runs timers that are due: ends a backoff, makes a refresh due.
+    /// Runs timers that are due: ends a backoff or the minimum interval, makes a refresh due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
+        }
+        if self.held_until.is_some_and(|at| at <= now) {
+            self.held_until = None;
         }
         if self.refresh_at.is_some_and(|at| at <= now) {
             self.refresh_at = None;
@@ -298,16 +320,25 @@ impl Publication {
     }
 
     /// When to call [`Self::handle_timeout`] / [`Self::poll_transmit`] next: the end of a
-    /// backoff or the refresh time. `None` while a PUBLISH is in flight (its transaction has
-    /// its own timer) or when nothing is scheduled.
+    /// backoff or of the minimum interval, or the refresh time. `None` while a PUBLISH is in
+    /// flight (its transaction has its own timer) or when nothing is scheduled.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.in_flight.is_some() || self.stopped {
             return None;
         }
-        match (self.retry_at, self.refresh_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.retry_at, self.refresh_at, self.held_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether a change given now would wait (a PUBLISH in flight, a backoff, or the minimum
+    /// interval): the binary may then put off reading the mailbox's counts until
+    /// [`Self::poll_timeout`] or the response, and coalesce every change meanwhile into one read.
+    pub fn holds_changes(&self, now: Instant) -> bool {
+        self.in_flight.is_some()
+            || self.retry_at.is_some_and(|at| at > now)
+            || self.held_until.is_some_and(|at| at > now)
     }
 
     /// The next event for the log.
@@ -418,6 +449,14 @@ mod tests {
             expires: 3600,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(16),
+            min_interval: Duration::ZERO,
+        }
+    }
+
+    fn config_with_interval() -> PublicationConfig {
+        PublicationConfig {
+            min_interval: Duration::from_secs(1),
+            ..config()
         }
     }
 
@@ -521,6 +560,55 @@ mod tests {
         assert_eq!(initial.body, body_of(4));
         p.on_response(PublishOutcome::ok(tag("fresh"), 3600), t0);
         assert_eq!(p.etag_record().map(|r| r.0), Some(tag("fresh")));
+    }
+
+    #[test]
+    fn changes_within_the_minimum_interval_wait_for_it_and_coalesce() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Publication::new(config_with_interval());
+        p.set_summary(&summary(1), t0);
+        assert_eq!(p.poll_transmit(t0).unwrap().body, body_of(1));
+        assert!(p.holds_changes(t0), "in flight");
+        p.on_response(PublishOutcome::ok(tag("a"), 3600), t0 + ms(10));
+        p.set_summary(&summary(2), t0 + ms(20));
+        assert!(p.holds_changes(t0 + ms(20)));
+        assert_eq!(p.poll_transmit(t0 + ms(20)), None, "held by the interval");
+        assert_eq!(p.poll_timeout(), Some(t0 + ms(1000)));
+        p.set_summary(&summary(3), t0 + ms(500));
+        assert_eq!(p.poll_transmit(t0 + ms(999)), None);
+        let next = p.poll_transmit(t0 + ms(1000)).unwrap();
+        assert_eq!(
+            next.body,
+            body_of(3),
+            "one PUBLISH for both changes, the latest"
+        );
+        assert_eq!(next.sip_if_match, Some(tag("a")));
+        // Measured from the send: a slow answer does not add to the wait.
+        p.on_response(PublishOutcome::ok(tag("b"), 3600), t0 + ms(1900));
+        p.set_summary(&summary(4), t0 + ms(1950));
+        assert!(!p.holds_changes(t0 + ms(2000)));
+        assert_eq!(p.poll_transmit(t0 + ms(2000)).unwrap().body, body_of(4));
+    }
+
+    #[test]
+    fn a_quiet_mailbox_publishes_its_first_change_at_once_and_412_is_not_held() {
+        let t0 = Instant::now();
+        let mut p = Publication::resume(
+            config_with_interval(),
+            tag("stale"),
+            t0 + Duration::from_secs(100),
+            t0,
+        );
+        assert!(!p.holds_changes(t0));
+        p.set_summary(&summary(4), t0);
+        assert!(p.poll_transmit(t0).is_some(), "first change goes at once");
+        p.on_response(PublishOutcome::status(412), t0);
+        let fresh = p.poll_transmit(t0).unwrap();
+        assert_eq!(
+            fresh.sip_if_match, None,
+            "the fresh publication is not held"
+        );
     }
 
     #[test]
@@ -728,7 +816,7 @@ mod tests {
         #[test]
         fn the_proxy_ends_with_the_latest_summary(ops in proptest::collection::vec(op(), 1..60)) {
             let mut now = Instant::now();
-            let mut p = Publication::new(config());
+            let mut p = Publication::new(config_with_interval());
             let mut latest = None;
             let mut in_flight_body: Option<Vec<u8>> = None;
             let mut etag_n = 0;
@@ -764,11 +852,16 @@ mod tests {
                 }
             }
             for _ in 0..10 {
-                if in_flight_body.is_none() {
-                    if p.state() == PublicationState::BackingOff {
-                        now = p.poll_timeout().unwrap_or(now);
+                // Let the timers run (a backoff, then the minimum interval) until it sends.
+                for _ in 0..4 {
+                    if in_flight_body.is_some() {
+                        break;
                     }
                     in_flight_body = p.poll_transmit(now).map(|r| r.body);
+                    match p.poll_timeout() {
+                        Some(at) if in_flight_body.is_none() && at > now => now = at,
+                        _ => {}
+                    }
                 }
                 let Some(body) = in_flight_body.take() else {
                     break;

@@ -186,6 +186,8 @@ pub struct MwiSection {
     pub message_headers: usize,
     pub backoff_initial_secs: u64,
     pub backoff_max_secs: u64,
+    /// Least time between two PUBLISHes of one mailbox; changes meanwhile coalesce.
+    pub min_publish_interval_ms: u64,
     /// Start-up publishes per second (every mailbox with waiting messages is republished).
     pub startup_publish_rate: u32,
     /// Digest credentials for 401/407 on PUBLISH.
@@ -206,6 +208,7 @@ impl Default for MwiSection {
             message_headers: 0,
             backoff_initial_secs: 2,
             backoff_max_secs: 300,
+            min_publish_interval_ms: 1000,
             startup_publish_rate: 50,
             auth_user: String::new(),
             auth_password: String::new(),
@@ -456,6 +459,12 @@ impl Config {
             bail!(
                 "key `mwi.expires` = {}: must be at least 60 seconds",
                 self.mwi.expires
+            );
+        }
+        if self.mwi.min_publish_interval_ms > 60_000 {
+            bail!(
+                "key `mwi.min_publish_interval_ms` = {}: at most 60000 (a minute); phones would show a stale count",
+                self.mwi.min_publish_interval_ms
             );
         }
         if self.mwi.backoff_initial_secs == 0

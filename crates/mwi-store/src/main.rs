@@ -8,6 +8,12 @@ use clap::{Args, Parser, Subcommand};
 
 use mwi_store::config::{Config, LogFormat};
 
+/// mimalloc instead of glibc malloc: glibc's allocator took about a fifth of the server's CPU
+/// under deposit load (consolidating and splitting chunks) and kept freed memory of many
+/// connections fragmented; see docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mwi-store",

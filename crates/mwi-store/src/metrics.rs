@@ -240,6 +240,12 @@ impl Metrics {
             "Store transactions that failed to commit.",
             writer.failed_commits,
         );
+        counter(
+            o,
+            "mwi_store_store_wal_checkpoints_total",
+            "WAL checkpoints run beside the writer (its commits do not wait for them).",
+            writer.background_checkpoints,
+        );
         histogram(
             o,
             "mwi_store_store_commit_duration_seconds",
@@ -521,6 +527,7 @@ mod tests {
         WriterStats {
             commits: 3,
             failed_commits: 0,
+            background_checkpoints: 4,
             jobs: 5,
             batch_sizes: Histogram {
                 bounds: BATCH_SIZE_BOUNDS,

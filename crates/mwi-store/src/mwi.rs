@@ -52,6 +52,7 @@ impl MwiSettings {
                 expires: config.mwi.expires,
                 backoff_initial: Duration::from_secs(config.mwi.backoff_initial_secs),
                 backoff_max: Duration::from_secs(config.mwi.backoff_max_secs),
+                min_interval: Duration::from_millis(config.mwi.min_publish_interval_ms),
             },
             summary: SummaryConfig {
                 message_account: Some(config.fetch.uri.clone()),
@@ -153,6 +154,7 @@ pub fn spawn_publisher(
         settings,
         sender,
         publications: HashMap::new(),
+        stale: HashSet::new(),
         timers: TimerQueue::default(),
         commands: cmd_tx,
     };
@@ -195,6 +197,10 @@ struct Driver {
     settings: MwiSettings,
     sender: Arc<dyn PublishSender>,
     publications: HashMap<String, Publication>,
+    /// Mailboxes that changed while their publication held changes (a PUBLISH in flight, a
+    /// backoff, the minimum interval): their counts are read when it can send again, so a burst
+    /// of deposits costs one read of the store, not one per message.
+    stale: HashSet<String>,
     timers: TimerQueue,
     commands: mpsc::UnboundedSender<Command>,
     /// Entity-tags to save, in order (see [`persist_etags`]).
@@ -230,12 +236,14 @@ impl Driver {
         loop {
             let sleep = crate::timers::sleep_until(self.timers.next());
             let mut dirty = HashSet::new();
+            // Mailboxes whose publication got a response or a timer: a stale one may send now.
+            let mut touched = Vec::new();
             tokio::select! {
                 c = changes.recv(), if changes_open => match c {
                     Some(m) => { dirty.insert(m); }
                     None => changes_open = false,
                 },
-                Some(cmd) = commands.recv() => self.on_command(cmd),
+                Some(cmd) = commands.recv() => touched.push(self.on_command(cmd)),
                 () = sleep => {}
             }
             // Coalesce: take everything already queued before touching the store.
@@ -243,13 +251,27 @@ impl Driver {
                 dirty.insert(m);
             }
             while let Ok(cmd) = commands.try_recv() {
-                self.on_command(cmd);
+                touched.push(self.on_command(cmd));
             }
+            let now = Instant::now();
             for mailbox in dirty {
-                self.refresh_summary(&mailbox).await;
+                if self.holds_changes(&mailbox, now) {
+                    self.stale.insert(mailbox);
+                } else {
+                    self.stale.remove(&mailbox);
+                    self.refresh_summary(&mailbox).await;
+                }
             }
-            self.fire_timers();
+            touched.extend(self.fire_timers());
+            let now = Instant::now();
+            for mailbox in touched {
+                if self.stale.contains(&mailbox) && !self.holds_changes(&mailbox, now) {
+                    self.stale.remove(&mailbox);
+                    self.refresh_summary(&mailbox).await;
+                }
+            }
             if !changes_open
+                && self.stale.is_empty()
                 && self
                     .publications
                     .values()
@@ -260,7 +282,14 @@ impl Driver {
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    fn holds_changes(&self, mailbox: &str, now: Instant) -> bool {
+        self.publications
+            .get(mailbox)
+            .is_some_and(|p| p.holds_changes(now))
+    }
+
+    /// Feeds a PUBLISH outcome to its publication; returns the mailbox.
+    fn on_command(&mut self, cmd: Command) -> String {
         match cmd {
             Command::Outcome {
                 mailbox,
@@ -270,7 +299,7 @@ impl Driver {
                 let now = Instant::now();
                 let latency_ms = now.duration_since(sent).as_secs_f64() * 1000.0;
                 let Some(p) = self.publications.get_mut(&mailbox) else {
-                    return;
+                    return mailbox;
                 };
                 crate::metrics::METRICS.publish_outcome(outcome.as_ref().map(|o| o.status));
                 match outcome {
@@ -294,6 +323,7 @@ impl Driver {
                     }
                 }
                 self.after_input(&mailbox);
+                mailbox
             }
         }
     }
@@ -338,14 +368,17 @@ impl Driver {
         }
     }
 
-    fn fire_timers(&mut self) {
+    /// Runs the due timers; returns their mailboxes.
+    fn fire_timers(&mut self) -> Vec<String> {
         let now = Instant::now();
-        for mailbox in self.timers.pop_due(now) {
-            if let Some(p) = self.publications.get_mut(&mailbox) {
+        let due = self.timers.pop_due(now);
+        for mailbox in &due {
+            if let Some(p) = self.publications.get_mut(mailbox) {
                 p.handle_timeout(now);
             }
-            self.after_input(&mailbox);
+            self.after_input(mailbox);
         }
+        due
     }
 
     /// Sends what the publication wants, logs and persists its events, re-arms its timer.
