@@ -17,6 +17,11 @@ use crate::endpoint::{Registry, RouteOutcome};
 use crate::frame::{EndFlag, Frame, StartLine};
 use crate::uri::MsrpUri;
 
+/// First capacity of a connection's read buffer.
+const READ_BUF_MIN: usize = 2 * 1024;
+/// Largest capacity it grows to (one read syscall moves at most this much).
+const READ_BUF_MAX: usize = 16 * 1024;
+
 /// Frames queued to the writer task at most.
 const WRITE_QUEUE: usize = 64;
 
@@ -122,7 +127,8 @@ async fn reader(
 ) {
     let mut decoder = MsrpDecoder::new(registry.config.limits);
     let mut bound: HashSet<String> = initial.into_iter().collect();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Starts small (most connections carry one idle session) and doubles while reads fill it.
+    let mut buf = BytesMut::with_capacity(READ_BUF_MIN);
     // A connection that binds no session in time is dropped (RFC 4975 §5.4 binds on the
     // first request; an idle socket binds nothing).
     let bind_deadline = tokio::time::Instant::now() + registry.config.bind_timeout;
@@ -144,7 +150,11 @@ async fn reader(
                     Ok(_) => {}
                 }
                 decoder.feed(&buf);
+                let filled = buf.len() == buf.capacity();
                 buf.clear();
+                if filled && buf.capacity() < READ_BUF_MAX {
+                    buf.reserve(buf.capacity() * 2);
+                }
                 loop {
                     match decoder.decode() {
                         Ok(None) => break,

@@ -121,7 +121,7 @@ impl Registry {
         if newly_bound {
             let _ = inbox.send(SessionInput::Bind(conn.clone())).await;
         }
-        let _ = inbox.send(SessionInput::Frame(frame)).await;
+        let _ = inbox.send(SessionInput::Frame(Box::new(frame))).await;
         RouteOutcome::Delivered { newly_bound }
     }
 

@@ -37,8 +37,9 @@ pub enum SessionEvent {
     /// The connection is bound (passive: first request arrived; active: our bind SEND
     /// was answered 200).
     Bound,
-    /// A complete message; answer it through `responder`.
-    Message(IncomingMessage),
+    /// A complete message; answer it through `responder`. Boxed: events wait in a bounded
+    /// channel whose buffer is sized by the largest variant, one per session.
+    Message(Box<IncomingMessage>),
     /// The session ended; no more events follow.
     Closed(CloseReason),
 }
@@ -140,7 +141,9 @@ pub enum StartError {
 #[derive(Debug)]
 pub(crate) enum SessionInput {
     Bind(ConnHandle),
-    Frame(Frame),
+    /// Boxed so that each session's inbox buffer stays small (it is sized by the largest
+    /// variant, and most sessions sit idle).
+    Frame(Box<Frame>),
     ConnectionLost(u64),
     Discard(String),
 }
@@ -426,7 +429,7 @@ impl SessionTask {
             }
             CoreEvent::Message(m) => {
                 let msg = self.incoming(m);
-                self.emit(SessionEvent::Message(msg)).await;
+                self.emit(SessionEvent::Message(Box::new(msg))).await;
             }
         }
     }
@@ -460,7 +463,7 @@ impl SessionTask {
                 self.emit(SessionEvent::Bound).await;
             }
             SessionInput::Frame(frame) => {
-                if let Some(ev) = self.core.on_frame(frame) {
+                if let Some(ev) = self.core.on_frame(*frame) {
                     self.on_core_event(ev).await;
                 }
             }

@@ -204,7 +204,8 @@ pub async fn handle_invite(
     let recipient = sip_core::headers::header_value(&invite.request().headers, "To")
         .and_then(|t| Aor::parse(&t).ok())
         .map_or_else(|| mailbox.to_string(), |a| a.to_string());
-    let Some(leg) = chat::answer(&app, invite, &call_id).await else {
+    // Boxed: the answer's state (SDP, MSRP set-up) is freed once the session runs.
+    let Some(leg) = Box::pin(chat::answer(&app, invite, &call_id)).await else {
         return;
     };
     let _active = crate::metrics::METRICS.deposit_session();
@@ -299,7 +300,7 @@ async fn run_session(
                             stored += 1;
                         }
                     }
-                    if let Some(work) = store_message(app, leg, mailbox, identity, recipient, m) {
+                    if let Some(work) = store_message(app, leg, mailbox, identity, recipient, *m) {
                         committing.spawn(work);
                     }
                 }

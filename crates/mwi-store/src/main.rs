@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand};
 
 use mwi_store::config::{Config, LogFormat};
 
-/// mimalloc instead of glibc malloc: glibc's allocator took about a fifth of the server's CPU
-/// under deposit load (consolidating and splitting chunks) and kept freed memory of many
-/// connections fragmented; see docs/benchmarks.md.
+/// jemalloc instead of glibc malloc: glibc's allocator took about a fifth of the server's CPU
+/// under deposit load (consolidating and splitting chunks across worker threads); jemalloc
+/// cut the server's CPU per deposited message by about a third (docs/benchmarks.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -388,10 +388,14 @@ async fn dispatch(app: Arc<App>, req: IncomingRequest) {
                 trusted,
                 identity.as_ref().map(|i| i.aor.to_string()).as_deref(),
             );
+            // Each branch boxed: a tokio task is as large as its future's largest state, and a
+            // held deposit session would otherwise carry the fetch's and the page mode's too.
             match decision {
-                FetchDecision::NotFetch => deposit::handle_invite(app, invite, identity).await,
+                FetchDecision::NotFetch => {
+                    Box::pin(deposit::handle_invite(app, invite, identity)).await;
+                }
                 FetchDecision::Fetch { mailbox } => {
-                    fetch::handle_invite(app, invite, mailbox, identity).await
+                    Box::pin(fetch::handle_invite(app, invite, mailbox, identity)).await;
                 }
                 FetchDecision::Forbidden => {
                     let call_id = call_id_of(invite.request());
@@ -400,7 +404,7 @@ async fn dispatch(app: Arc<App>, req: IncomingRequest) {
                 }
             }
         }
-        IncomingRequest::NonInvite(req) => dispatch_non_invite(app, req).await,
+        IncomingRequest::NonInvite(req) => Box::pin(dispatch_non_invite(app, req)).await,
     }
 }
 

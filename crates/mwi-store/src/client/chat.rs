@@ -213,7 +213,7 @@ impl ChatCall {
                         body,
                         responder,
                         ..
-                    } = m;
+                    } = *m;
                     responder.accept();
                     return Ok((content_type, body));
                 }
