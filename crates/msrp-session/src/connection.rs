@@ -24,6 +24,8 @@ const READ_BUF_MAX: usize = 16 * 1024;
 
 /// Frames queued to the writer task at most.
 const WRITE_QUEUE: usize = 64;
+/// Queued writes are joined up to about this many bytes per syscall.
+const WRITE_BATCH_MAX: usize = 64 * 1024;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -98,21 +100,42 @@ fn spawn_halves(
 }
 
 async fn writer(mut wr: WriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
+    let mut batch = BytesMut::new();
     while let Some(cmd) = rx.recv().await {
-        match cmd {
-            WriterCmd::Data(b) => {
-                // TLS holds records until flushed; for TCP the flush is a no-op.
-                if let Err(e) = async {
-                    wr.write_all(&b).await?;
-                    wr.flush().await
-                }
-                .await
-                {
-                    tracing::debug!(error = %e, "MSRP write failed");
-                    break;
+        let WriterCmd::Data(first) = cmd else {
+            break;
+        };
+        // Everything already queued goes out in one write: a pipelining sender gets its 200s
+        // (or a fetch its SENDs) with one syscall instead of one each.
+        let mut close = false;
+        let data = if rx.is_empty() {
+            first
+        } else {
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(WriterCmd::Data(b)) => batch.extend_from_slice(&b),
+                    Ok(WriterCmd::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
-            WriterCmd::Close => break,
+            batch.split().freeze()
+        };
+        // TLS holds records until flushed; for TCP the flush is a no-op.
+        if let Err(e) = async {
+            wr.write_all(&data).await?;
+            wr.flush().await
+        }
+        .await
+        {
+            tracing::debug!(error = %e, "MSRP write failed");
+            break;
+        }
+        if close {
+            break;
         }
     }
     let _ = wr.shutdown().await;
@@ -248,5 +271,71 @@ async fn reject(registry: &Registry, me: &ConnHandle, bound: &HashSet<String>, r
     }
     if r.frame.failure_report() != crate::frame::FailureReport::No {
         respond(me, &r.frame, r.status).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+
+    /// Records each `poll_write` call's bytes.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_writes_leave_in_one_write_in_order_and_close_ends_after_them() {
+        let rec = Recorder::default();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        for part in [
+            "MSRP a 200 OK\r\n",
+            "MSRP b 200 OK\r\n",
+            "MSRP c 200 OK\r\n",
+        ] {
+            tx.send(WriterCmd::Data(Bytes::from(part))).await.unwrap();
+        }
+        tx.send(WriterCmd::Close).await.unwrap();
+        tx.send(WriterCmd::Data(Bytes::from_static(b"after close")))
+            .await
+            .unwrap();
+        writer(Box::new(rec.clone()), rx).await;
+        let writes = rec.0.lock().unwrap().clone();
+        assert_eq!(
+            writes,
+            vec![b"MSRP a 200 OK\r\nMSRP b 200 OK\r\nMSRP c 200 OK\r\n".to_vec()],
+            "one write, in queue order, nothing after Close"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_is_sent_as_it_is() {
+        let rec = Recorder::default();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        tx.send(WriterCmd::Data(Bytes::from_static(b"one")))
+            .await
+            .unwrap();
+        drop(tx);
+        writer(Box::new(rec.clone()), rx).await;
+        assert_eq!(rec.0.lock().unwrap().clone(), vec![b"one".to_vec()]);
     }
 }

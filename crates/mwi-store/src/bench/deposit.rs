@@ -151,6 +151,8 @@ struct CallerPlan {
     deadline: Instant,
     /// Seconds between this caller's SENDs when paced.
     interval: Option<Duration>,
+    /// Callers in the run; a paced caller starts `w / callers` of an interval late.
+    callers: usize,
 }
 
 async fn run_caller(
@@ -161,7 +163,12 @@ async fn run_caller(
     let mut out = CallerOutcome::default();
     let mut sent = 0u64;
     let mut turn = 0usize;
-    let paced_from = Instant::now();
+    // Paced callers are spread over one interval, as independent phones would be; started
+    // together they would send in bursts of C every interval and measure the burst instead.
+    let paced_from = Instant::now()
+        + plan.interval.map_or(Duration::ZERO, |every| {
+            every.mul_f64(plan.w as f64 / plan.callers.max(1) as f64)
+        });
     while sent < plan.messages && Instant::now() < plan.deadline {
         let Some(to) = plan.mailboxes.get(turn % plan.mailboxes.len().max(1)) else {
             break;
@@ -297,6 +304,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
                 from: format!("sip:caller{w}@{}", args.domain),
                 deadline,
                 interval: (args.rate > 0.0).then(|| Duration::from_secs_f64(c as f64 / args.rate)),
+                callers: c,
             };
             let ep = groups
                 .get(w / args.callers_per_socket.max(1))
