@@ -1,7 +1,11 @@
 //! Deposit (SPEC §1): answer a chat INVITE for an offline user, greet the caller, and commit
 //! every storable message to the store before its MSRP 200 goes out.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -9,7 +13,6 @@ use message_store::{LimitExceeded, NewMessage, Source, StoreError};
 use msrp_session::cpim::{CpimAddress, CpimMessage};
 use msrp_session::{IncomingMessage, SessionEvent};
 use sip_core::{Aor, AssertedIdentity, DialogEvent, ServerInvite};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::chat::{self, ChatLeg};
@@ -257,7 +260,10 @@ async fn run_session(
     let mut deadline = Instant::now() + idle;
     let mut stored = 0u64;
     let mut greeted = false;
-    let mut committing: JoinSet<bool> = JoinSet::new();
+    // Commits in flight, oldest first, polled by this task: the store commits a session's rows
+    // in the order they were queued, so the oldest is always the next to finish and the 200s
+    // leave in order (no task per message).
+    let mut committing: VecDeque<Commit> = VecDeque::new();
     let reason = loop {
         tokio::select! {
             ev = leg.dialog.next_event() => match ev {
@@ -266,8 +272,9 @@ async fn run_session(
                 Some(DialogEvent::Cancelled) => break "cancelled",
                 Some(DialogEvent::Terminated(_)) | None => break "dialog ended",
             },
-            Some(done) = committing.join_next(), if !committing.is_empty() => {
-                if let Ok(true) = done {
+            done = oldest(&mut committing), if !committing.is_empty() => {
+                committing.pop_front();
+                if done {
                     stored += 1;
                 }
             }
@@ -296,12 +303,13 @@ async fn run_session(
                     // the oldest commit first; meanwhile the session stops reading its
                     // connection (back-pressure).
                     if committing.len() >= app.config.limits.max_pending_sends {
-                        if let Some(Ok(true)) = committing.join_next().await {
+                        if oldest(&mut committing).await {
                             stored += 1;
                         }
+                        committing.pop_front();
                     }
                     if let Some(work) = store_message(app, leg, mailbox, identity, recipient, *m) {
-                        committing.spawn(work);
+                        committing.push_back(Box::pin(work));
                     }
                 }
                 Some(SessionEvent::Closed(_)) | None => {
@@ -320,12 +328,23 @@ async fn run_session(
         }
     };
     // Every message taken in is answered before the session is reported ended.
-    while let Some(done) = committing.join_next().await {
-        if let Ok(true) = done {
+    while let Some(mut work) = committing.pop_front() {
+        if work.as_mut().await {
             stored += 1;
         }
     }
     (stored, reason)
+}
+
+/// The commit-and-answer of one message (true when stored).
+type Commit = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Resolves when the oldest commit in flight has finished (pending forever when none is).
+fn oldest(committing: &mut VecDeque<Commit>) -> impl Future<Output = bool> + '_ {
+    std::future::poll_fn(move |cx| match committing.front_mut() {
+        Some(work) => work.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 /// Classifies one complete message and queues its insert at once (so a session's messages
