@@ -5,7 +5,7 @@
 
 use crate::error::StartError;
 use crate::framing::Limits;
-use crate::server_invite::{spawn_invite_events, ServerInvite};
+use crate::server_invite::{register_invite, run_invite_states, InviteEntries, ServerInvite};
 use crate::server_request::ServerRequest;
 use crate::transport::{
     start_tcp_front, start_tls_front, start_udp_front, FrontStats, RSIPSTACK_UDP_BUF,
@@ -188,6 +188,9 @@ pub(crate) struct Shared {
     pub(crate) config: SipEndpointConfig,
     pub(crate) stats: Arc<FrontStats>,
     pub(crate) cancel: CancellationToken,
+    /// Where every server INVITE dialog reports its states (see [`run_invite_states`]).
+    pub(crate) invite_states: rsipstack::dialog::dialog::DialogStateSender,
+    pub(crate) invite_dialogs: InviteEntries,
 }
 
 impl fmt::Debug for Shared {
@@ -375,6 +378,7 @@ impl SipEndpoint {
         })?;
         let dialogs = DialogLayer::new(endpoint.inner.clone());
         let (app_tx, app_rx) = mpsc::channel(config.incoming_capacity.max(1));
+        let (invite_states, invite_states_rx) = dialogs.new_dialog_state_channel();
         let shared = Arc::new(Shared {
             endpoint,
             dialogs,
@@ -382,7 +386,10 @@ impl SipEndpoint {
             config,
             stats,
             cancel,
+            invite_states,
+            invite_dialogs: InviteEntries::default(),
         });
+        tokio::spawn(run_invite_states(shared.clone(), invite_states_rx));
         let inner = shared.endpoint.inner.clone();
         tokio::spawn(async move {
             inner.serve().await.ok();
@@ -503,10 +510,9 @@ async fn handle_transaction(
                     return;
                 }
             };
-            let (state_tx, state_rx) = shared.dialogs.new_dialog_state_channel();
             let dialog = match shared.dialogs.get_or_create_server_invite(
                 &tx,
-                state_tx,
+                shared.invite_states.clone(),
                 None,
                 Some(contact_uri),
             ) {
@@ -517,6 +523,7 @@ async fn handle_transaction(
                     return;
                 }
             };
+            let events = register_invite(shared, dialog.clone());
             let request = tx.original.clone();
             let tu_sender = tx.tu_sender.clone();
             let mut handler = dialog.clone();
@@ -525,7 +532,6 @@ async fn handle_transaction(
                     debug!(error = %e, "INVITE transaction ended with an error");
                 }
             });
-            let events = spawn_invite_events(shared.clone(), dialog.clone(), state_rx);
             let invite =
                 ServerInvite::new(request, source, dialog, tu_sender, events, shared.clone());
             offer(app, IncomingRequest::Invite(invite)).await;

@@ -10,9 +10,11 @@ use crate::error::SipError;
 use crate::headers::raw_headers;
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::DialogId;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, Request, Response, StatusCode};
 use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -38,62 +40,117 @@ pub(crate) struct InviteEvents {
     answer: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
-/// Translate rsipstack dialog states into [`DialogEvent`]s and answer in-dialog requests.
-pub(crate) fn spawn_invite_events(
-    shared: Arc<Shared>,
-    dialog: InviteDialog,
-    mut states: DialogStateReceiver,
-) -> InviteEvents {
+/// What the state task keeps of one server INVITE dialog.
+pub(crate) struct InviteEntry {
+    events: mpsc::UnboundedSender<DialogEvent>,
+    answer: Arc<Mutex<Option<Vec<u8>>>>,
+    acked: bool,
+    /// Held until the dialog terminates, as rsipstack expects of its user.
+    _dialog: InviteDialog,
+}
+
+/// Every server INVITE dialog of the endpoint, by id. All of them report their states on one
+/// channel to one task ([`run_invite_states`]), which turns them into each dialog's
+/// [`DialogEvent`]s: a state channel and a task per dialog cost about 10 KiB per held session
+/// (rsipstack's `DialogState` carries whole messages and a tokio channel allocates room for 32
+/// of them up front).
+pub(crate) type InviteEntries = Mutex<HashMap<DialogId, InviteEntry>>;
+
+/// Registers a new server INVITE dialog (before its transaction runs, so no state is missed).
+pub(crate) fn register_invite(shared: &Shared, dialog: InviteDialog) -> InviteEvents {
     let (tx, rx) = mpsc::unbounded_channel();
     let answer: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
-    let sdp = answer.clone();
-    tokio::spawn(async move {
-        let mut acked = false;
-        while let Some(state) = states.recv().await {
-            match state {
-                DialogState::Confirmed(..) if !acked => {
-                    acked = true;
-                    tx.send(DialogEvent::Ack).ok();
-                }
-                DialogState::Updated(_, req, handle) => {
-                    if req.method == Method::Invite {
-                        // Keep the session (RFC 3264 §8: an unchanged answer is allowed).
-                        let body = sdp.lock().ok().and_then(|s| s.clone());
-                        let headers = body
-                            .as_ref()
-                            .map(|_| vec![Header::ContentType("application/sdp".into())]);
-                        handle.respond(StatusCode::OK, headers, body).await.ok();
-                        tx.send(DialogEvent::ReInvite).ok();
-                    } else {
-                        handle.reply(StatusCode::OK).await.ok();
+    let entry = InviteEntry {
+        events: tx,
+        answer: answer.clone(),
+        acked: false,
+        _dialog: dialog.clone(),
+    };
+    if let Ok(mut entries) = shared.invite_dialogs.lock() {
+        entries.insert(dialog.id(), entry);
+    }
+    InviteEvents { rx, answer }
+}
+
+/// Translates the states of every server INVITE dialog into [`DialogEvent`]s and answers
+/// in-dialog requests; runs until the endpoint shuts down.
+pub(crate) async fn run_invite_states(shared: Arc<Shared>, mut states: DialogStateReceiver) {
+    loop {
+        tokio::select! {
+            state = states.recv() => match state {
+                Some(state) => on_invite_state(&shared, state),
+                None => break,
+            },
+            () = shared.cancel.cancelled() => break,
+        }
+    }
+}
+
+fn on_invite_state(shared: &Shared, state: DialogState) {
+    // Answers are sent from their own task: one slow peer must not hold up every dialog.
+    match state {
+        DialogState::Confirmed(id, _) => {
+            if let Ok(mut entries) = shared.invite_dialogs.lock() {
+                if let Some(entry) = entries.get_mut(&id) {
+                    if !entry.acked {
+                        entry.acked = true;
+                        entry.events.send(DialogEvent::Ack).ok();
                     }
                 }
-                DialogState::Info(_, _, h)
-                | DialogState::Options(_, _, h)
-                | DialogState::Message(_, _, h)
-                | DialogState::Notify(_, _, h)
-                | DialogState::Publish(_, _, h) => {
-                    h.reply(StatusCode::OK).await.ok();
-                }
-                DialogState::Refer(_, _, h) => {
-                    h.reply(StatusCode::Decline).await.ok();
-                }
-                DialogState::Terminated(id, reason) => {
-                    let event = match reason {
-                        TerminatedReason::UacCancel => DialogEvent::Cancelled,
-                        TerminatedReason::UacBye => DialogEvent::Bye,
-                        other => DialogEvent::Terminated(format!("{other:?}")),
-                    };
-                    tx.send(event).ok();
-                    shared.dialogs.remove_dialog(&id);
-                    break;
-                }
-                _ => {}
             }
         }
-        drop(dialog);
-    });
-    InviteEvents { rx, answer }
+        DialogState::Updated(id, req, handle) => {
+            let found = shared.invite_dialogs.lock().ok().and_then(|entries| {
+                entries
+                    .get(&id)
+                    .map(|e| (e.events.clone(), e.answer.clone()))
+            });
+            tokio::spawn(async move {
+                if req.method != Method::Invite {
+                    handle.reply(StatusCode::OK).await.ok();
+                    return;
+                }
+                // Keep the session (RFC 3264 §8: an unchanged answer is allowed).
+                let body = found
+                    .as_ref()
+                    .and_then(|(_, sdp)| sdp.lock().ok().and_then(|s| s.clone()));
+                let headers = body
+                    .as_ref()
+                    .map(|_| vec![Header::ContentType("application/sdp".into())]);
+                handle.respond(StatusCode::OK, headers, body).await.ok();
+                if let Some((events, _)) = found {
+                    events.send(DialogEvent::ReInvite).ok();
+                }
+            });
+        }
+        DialogState::Info(_, _, h)
+        | DialogState::Options(_, _, h)
+        | DialogState::Message(_, _, h)
+        | DialogState::Notify(_, _, h)
+        | DialogState::Publish(_, _, h) => {
+            tokio::spawn(async move { h.reply(StatusCode::OK).await.ok() });
+        }
+        DialogState::Refer(_, _, h) => {
+            tokio::spawn(async move { h.reply(StatusCode::Decline).await.ok() });
+        }
+        DialogState::Terminated(id, reason) => {
+            let entry = shared
+                .invite_dialogs
+                .lock()
+                .ok()
+                .and_then(|mut entries| entries.remove(&id));
+            if let Some(entry) = entry {
+                let event = match reason {
+                    TerminatedReason::UacCancel => DialogEvent::Cancelled,
+                    TerminatedReason::UacBye => DialogEvent::Bye,
+                    other => DialogEvent::Terminated(format!("{other:?}")),
+                };
+                entry.events.send(event).ok();
+            }
+            shared.dialogs.remove_dialog(&id);
+        }
+        _ => {}
+    }
 }
 
 /// A new INVITE waiting for the application's answer. Dropping it unanswered sends 500.
