@@ -131,9 +131,10 @@ async fn publishes_of_a_busy_mailbox_keep_the_minimum_interval() -> anyhow::Resu
     let took = started.elapsed();
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        // A little slack for the UDP hop and the test's own scheduling.
+        // Half the interval: slack for the UDP hop and scheduling on a busy CI machine (without
+        // the interval they arrive milliseconds apart).
         assert!(
-            gap >= INTERVAL - Duration::from_millis(40),
+            gap >= INTERVAL / 2,
             "PUBLISHes {gap:?} apart, interval {INTERVAL:?}"
         );
     }
