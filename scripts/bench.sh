@@ -30,7 +30,8 @@ else
   C=100 M=1000 K=1000 N=10000 S=10000 RAMP=1000,2000,4000,8000,16000 STEP=4 DRAIN=4
   LIMIT_SECS=120 HALF_C=100
 fi
-BASE_PORT=${BENCH_BASE_PORT:-36000}
+# Below Linux's ephemeral range (32768-60999), so no client socket can hold one of them.
+BASE_PORT=${BENCH_BASE_PORT:-26000}
 SIPP_RATE=${SIPP_RATE:-8000}
 # MESSAGEs awaiting their answer at most: past a server's capacity the ramp turns closed-loop
 # instead of piling up retransmissions.
