@@ -335,10 +335,13 @@ impl Publication {
     /// Whether a change given now would wait (a PUBLISH in flight, a backoff, or the minimum
     /// interval): the binary may then put off reading the mailbox's counts until
     /// [`Self::poll_timeout`] or the response, and coalesce every change meanwhile into one read.
+    /// A stopped publication holds nothing: the change restarts it (and the minimum interval
+    /// then only delays its PUBLISH, with a timer).
     pub fn holds_changes(&self, now: Instant) -> bool {
-        self.in_flight.is_some()
-            || self.retry_at.is_some_and(|at| at > now)
-            || self.held_until.is_some_and(|at| at > now)
+        !self.stopped
+            && (self.in_flight.is_some()
+                || self.retry_at.is_some_and(|at| at > now)
+                || self.held_until.is_some_and(|at| at > now))
     }
 
     /// The next event for the log.
@@ -589,6 +592,29 @@ mod tests {
         p.set_summary(&summary(4), t0 + ms(1950));
         assert!(!p.holds_changes(t0 + ms(2000)));
         assert_eq!(p.poll_transmit(t0 + ms(2000)).unwrap().body, body_of(4));
+    }
+
+    #[test]
+    fn a_change_after_a_stop_within_the_interval_is_sent_when_it_ends() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Publication::new(config_with_interval());
+        p.set_summary(&summary(1), t0);
+        assert!(p.poll_transmit(t0).is_some());
+        p.on_response(PublishOutcome::status(403), t0 + ms(10));
+        assert_eq!(p.state(), PublicationState::Stopped);
+        assert!(
+            !p.holds_changes(t0 + ms(20)),
+            "a stopped publication takes the change"
+        );
+        p.set_summary(&summary(2), t0 + ms(20));
+        assert_eq!(
+            p.poll_transmit(t0 + ms(20)),
+            None,
+            "still inside the interval"
+        );
+        assert_eq!(p.poll_timeout(), Some(t0 + ms(1000)), "a timer for its end");
+        assert_eq!(p.poll_transmit(t0 + ms(1000)).unwrap().body, body_of(2));
     }
 
     #[test]
