@@ -41,6 +41,9 @@ pub struct SipSection {
     pub user_agent: String,
     /// Listen backlog for TCP listeners (SPEC §5: at least 4096 for bursts).
     pub tcp_backlog: u32,
+    /// Receive buffer asked for on each UDP socket (0: the system default); Linux caps it at
+    /// `net.core.rmem_max`.
+    pub udp_receive_buffer_bytes: usize,
 }
 
 impl Default for SipSection {
@@ -51,6 +54,7 @@ impl Default for SipSection {
             local_hosts: Vec::new(),
             user_agent: format!("mwi-store/{}", env!("CARGO_PKG_VERSION")),
             tcp_backlog: 4096,
+            udp_receive_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -189,6 +189,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
             realm: None,
         }),
         tls: tls.as_ref().map(|t| t.server.clone()),
+        udp_receive_buffer: config.sip.udp_receive_buffer_bytes,
         limits: sip_core::Limits {
             max_head_bytes: config.limits.max_sip_head_bytes,
             max_body_bytes: config.limits.max_sip_body_bytes,

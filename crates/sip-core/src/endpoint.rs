@@ -146,6 +146,8 @@ pub struct SipEndpointConfig {
     /// Certificate and key for `tls` listeners (see [`crate::tls`]); required when one is
     /// configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Receive buffer asked for on each UDP socket, bytes (0: the system default).
+    pub udp_receive_buffer: usize,
 }
 
 impl Default for SipEndpointConfig {
@@ -160,6 +162,7 @@ impl Default for SipEndpointConfig {
             credentials: None,
             incoming_capacity: 1024,
             tls: None,
+            udp_receive_buffer: 4 * 1024 * 1024,
         }
     }
 }
@@ -304,6 +307,7 @@ impl SipEndpoint {
                     udp_front.clone(),
                     stats.clone(),
                     cancel.child_token(),
+                    config.udp_receive_buffer,
                 )
                 .await
                 .map_err(|e| StartError::Bind(*l, e))?;

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// rsipstack's UDP receive buffer (`MAX_UDP_BUF_SIZE`): a normalised datagram must fit.
 pub const RSIPSTACK_UDP_BUF: usize = 8192;
@@ -103,14 +103,41 @@ impl rsipstack::platform::net::UdpSocket for FrontUdpSocket {
     }
 }
 
-/// Bind `addr`, start the UDP front task, and return the socket rsipstack should use.
+/// Asks for `bytes` of socket receive buffer: a burst of INVITEs or PUBLISH answers larger
+/// than the default (about 208 KiB on Linux) is otherwise dropped by the kernel, and a UDP
+/// client only retransmits after 500 ms. Linux caps the request at `net.core.rmem_max`; what
+/// was granted is logged when it is less than asked.
+fn set_receive_buffer(socket: &UdpSocket, bytes: usize) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(bytes) {
+        warn!(error = %e, bytes, "cannot set the UDP receive buffer; keeping the default");
+        return;
+    }
+    // Linux reports twice the usable size (it counts its bookkeeping), so compare halves.
+    match sock.recv_buffer_size() {
+        Ok(got) if got / 2 < bytes => info!(
+            asked = bytes,
+            granted = got / 2,
+            "UDP receive buffer capped by the system; raise net.core.rmem_max to allow more"
+        ),
+        Ok(_) => {}
+        Err(e) => debug!(error = %e, "cannot read the UDP receive buffer size"),
+    }
+}
+
+/// Bind `addr`, ask for a receive buffer of `receive_buffer` bytes (0: the system default),
+/// start the UDP front task, and return the socket rsipstack should use.
 pub async fn start_udp_front(
     addr: SocketAddr,
     front: Arc<ValidationFront>,
     stats: Arc<FrontStats>,
     cancel: CancellationToken,
+    receive_buffer: usize,
 ) -> std::io::Result<Arc<FrontUdpSocket>> {
     let socket = Arc::new(UdpSocket::bind(addr).await?);
+    if receive_buffer > 0 {
+        set_receive_buffer(&socket, receive_buffer);
+    }
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::channel(1024);
     let reader = socket.clone();
@@ -445,5 +472,22 @@ mod tests {
         );
         assert_eq!(read_wait(true, 0), TCP_IDLE, "between complete messages");
         assert!(TCP_UNFINISHED < TCP_IDLE);
+    }
+
+    /// Linux grants min(asked, rmem_max) and reports twice that: a request below the default
+    /// shows that the size was set (without the call it would read the larger default).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_udp_receive_buffer_is_set_as_asked() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let default = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("read");
+        let asked = (default / 4).max(4096);
+        set_receive_buffer(&socket, asked);
+        let got = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("read");
+        assert_eq!(got, asked * 2, "default was {default}");
     }
 }
