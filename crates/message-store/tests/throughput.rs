@@ -14,26 +14,35 @@ use std::time::{Duration, Instant};
 
 use message_store::{Store, StoreConfig};
 
-async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path().join("bench.db"));
-    config.group_commit_max_rows = max_rows;
-    config.limits.max_messages_per_mailbox = u64::MAX;
-    config.limits.max_bytes_per_mailbox = u64::MAX;
-    let store = Store::open(config).unwrap();
-    let body = [b'x'; 100];
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..tasks)
+/// Runs `tasks` tasks inserting ~100-byte messages into mailboxes `task % 1000` until
+/// `deadline`, each waiting for its acknowledgement before the next; with `period`, each task
+/// inserts once per period, the tasks staggered over it as independent callers would be (not
+/// all at once every period). Returns every insert's latency, sorted.
+async fn insert_until(
+    store: &Store,
+    tasks: usize,
+    deadline: Instant,
+    period: Option<Duration>,
+) -> Vec<Duration> {
+    let handles: Vec<_> = (0..tasks)
         .map(|task| {
             let store = store.clone();
             tokio::spawn(async move {
                 let mailbox = format!("sip:user{}@example.com", task % 1000);
+                let mut tick = period.map(|p| {
+                    let lag = p.mul_f64(task as f64 / tasks as f64);
+                    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + lag, p);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    t
+                });
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
                     let sent = Instant::now();
                     store
-                        .insert(common::message(&mailbox, &body))
+                        .insert(common::message(&mailbox, &[b'x'; 100]))
                         .await
                         .unwrap();
                     latencies.push(sent.elapsed());
@@ -43,13 +52,30 @@ async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> 
         })
         .collect();
     let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
+    for h in handles {
+        latencies.extend(h.await.unwrap());
     }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// The `q` quantile of sorted latencies, in µs.
+fn percentile_micros(sorted: &[Duration], q: f64) -> u128 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_micros()
+}
+
+async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("bench.db"));
+    config.group_commit_max_rows = max_rows;
+    config.limits.max_messages_per_mailbox = u64::MAX;
+    config.limits.max_bytes_per_mailbox = u64::MAX;
+    let store = Store::open(config).unwrap();
+    let started = Instant::now();
+    let latencies = insert_until(&store, tasks, started + duration, None).await;
     let secs = started.elapsed().as_secs_f64();
     let total = latencies.len() as u64;
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
+    let at = |q: f64| percentile_micros(&latencies, q);
     let stats = store.writer_stats();
     let rate = total as f64 / secs;
     let mean_batch = stats.jobs as f64 / stats.commits.max(1) as f64;
@@ -103,35 +129,8 @@ async fn paced_insert_latency() {
     let store = Store::open(config).unwrap();
     let period = Duration::from_secs_f64(100.0 / rate);
     let deadline = Instant::now() + Duration::from_secs(8);
-    let tasks: Vec<_> = (0..100)
-        .map(|task| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mailbox = format!("sip:user{task}@example.com");
-                // Staggered, as independent callers would be (not 100 at once every period).
-                let start = tokio::time::Instant::now() + period * task / 100;
-                let mut tick = tokio::time::interval_at(start, period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    tick.tick().await;
-                    let sent = Instant::now();
-                    store
-                        .insert(common::message(&mailbox, &[b'x'; 100]))
-                        .await
-                        .unwrap();
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
+    let latencies = insert_until(&store, 100, deadline, Some(period)).await;
+    let at = |q: f64| percentile_micros(&latencies, q);
     let stats = store.writer_stats();
     let slowest = stats
         .commit_micros
