@@ -263,11 +263,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     let c = args.concurrency.max(1);
     let k = usize::try_from(args.mailboxes.max(1)).context("--mailboxes")?;
     super::sysinfo::require_open_files("self", "the load generator", (c as u64) * 2 + 64)?;
-    let db = args.target.open_db()?;
-    let rows_before = match &db {
-        Some(s) => Some(s.stats().await?.new),
-        None => None,
-    };
+    let db = super::StoreProbe::open(&args.target).await?;
     let presence = match args.presence {
         Some(addr) => {
             Some(PublishCounter::spawn(addr, Duration::from_millis(args.publish_delay_ms)).await?)
@@ -348,9 +344,8 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
         ),
         out.failed == 0 && out.unsent == 0,
     );
-    if let (Some(db), Some(before)) = (&db, rows_before) {
-        let added = db.stats().await?.new.saturating_sub(before);
-        report.figure("db_rows_added", added as f64, "rows");
+    if let Some(db) = &db {
+        let added = db.rows_added(&mut report).await?;
         report.check(
             format!(
                 "the database holds every 200 ({} answered 200, {added} rows added)",
@@ -360,7 +355,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
         );
     }
     if let Some(p) = presence {
-        p.finish(db.as_ref(), &mut report).await?;
+        p.finish(db.as_ref().map(|d| &d.store), &mut report).await?;
     }
     Ok(report)
 }

@@ -98,6 +98,31 @@ impl Target {
     }
 }
 
+/// The server's store opened for a run (`--db`), with the messages it held before the run.
+#[derive(Debug)]
+pub struct StoreProbe {
+    pub store: message_store::Store,
+    before: u64,
+}
+
+impl StoreProbe {
+    /// Opens the store when `--db` was given and counts what it holds.
+    pub async fn open(target: &Target) -> anyhow::Result<Option<Self>> {
+        let Some(store) = target.open_db()? else {
+            return Ok(None);
+        };
+        let before = store.stats().await?.new;
+        Ok(Some(Self { store, before }))
+    }
+
+    /// Rows added since [`Self::open`]; also reported as the `db_rows_added` figure.
+    pub async fn rows_added(&self, report: &mut report::Report) -> anyhow::Result<u64> {
+        let added = self.store.stats().await?.new.saturating_sub(self.before);
+        report.figure("db_rows_added", added as f64, "rows");
+        Ok(added)
+    }
+}
+
 /// Runs a benchmark and prints its summary.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     let (report, json) = match command {

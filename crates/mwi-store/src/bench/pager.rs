@@ -322,11 +322,7 @@ pub async fn run_load(load: PageLoad, counters: Arc<Counters>) -> anyhow::Result
 /// `bench page`.
 pub async fn run(args: PageArgs) -> anyhow::Result<Report> {
     let server = args.target.server()?;
-    let db = args.target.open_db()?;
-    let rows_before = match &db {
-        Some(s) => Some(s.stats().await?.new),
-        None => None,
-    };
+    let db = super::StoreProbe::open(&args.target).await?;
     let presence = match args.presence {
         Some(addr) => {
             Some(PublishCounter::spawn(addr, Duration::from_millis(args.publish_delay_ms)).await?)
@@ -406,9 +402,8 @@ pub async fn run(args: PageArgs) -> anyhow::Result<Report> {
     if let Some(status) = total.a_rejection {
         report.figure("a_rejection_status", f64::from(status), "");
     }
-    if let (Some(db), Some(before)) = (&db, rows_before) {
-        let added = db.stats().await?.new.saturating_sub(before);
-        report.figure("db_rows_added", added as f64, "rows");
+    if let Some(db) = &db {
+        let added = db.rows_added(&mut report).await?;
         report.check(
             format!(
                 "every 2xx has its row ({} answered 2xx, {added} rows added)",
@@ -425,7 +420,7 @@ pub async fn run(args: PageArgs) -> anyhow::Result<Report> {
         );
     }
     if let Some(p) = presence {
-        p.finish(db.as_ref(), &mut report).await?;
+        p.finish(db.as_ref().map(|d| &d.store), &mut report).await?;
     }
     Ok(report)
 }
