@@ -159,19 +159,7 @@ impl Writer {
         F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let queued = self
-            .jobs
-            .send(Box::new(Call {
-                work,
-                durable: true,
-                reply,
-            }))
-            .map_err(|_| StoreError::WorkerGone);
-        async move {
-            queued?;
-            answer.await.map_err(|_| StoreError::WorkerGone)?
-        }
+        self.queue(work, true)
     }
 
     /// Queues `work` whose result need not survive power loss (fetch claims, which are cleared
@@ -185,20 +173,29 @@ impl Writer {
         self.queue(work, false).await
     }
 
-    async fn queue<T, F>(&self, work: F, durable: bool) -> Result<T, StoreError>
+    /// Sends the job to the writer at once; the future resolves with its committed result.
+    fn queue<T, F>(
+        &self,
+        work: F,
+        durable: bool,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
     where
         F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.jobs
+        let queued = self
+            .jobs
             .send(Box::new(Call {
                 work,
                 durable,
                 reply,
             }))
-            .map_err(|_| StoreError::WorkerGone)?;
-        answer.await.map_err(|_| StoreError::WorkerGone)?
+            .map_err(|_| StoreError::WorkerGone);
+        async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::WorkerGone)?
+        }
     }
 
     pub(crate) fn counters(&self) -> &WriterCounters {
