@@ -99,7 +99,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = load_config(&args)?;
             let log_file = (!config.log.file.is_empty()).then(|| PathBuf::from(&config.log.file));
-            let log = mwi_store::logging::init(
+            // Held to the end: dropping it writes out the lines still queued.
+            let logging = mwi_store::logging::init(
                 config.log.format,
                 log_file.as_deref(),
                 &config.log.level,
@@ -107,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(mwi_store::server::run(config, log))
+            runtime.block_on(mwi_store::server::run(config, logging.file.clone()))
         }
         Command::Mailbox(command) => mwi_store::admin::run_mailbox(command),
         Command::Stats(args) => mwi_store::admin::run_stats(args),

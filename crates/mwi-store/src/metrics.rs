@@ -246,6 +246,12 @@ impl Metrics {
             "WAL checkpoints run beside the writer (its commits do not wait for them).",
             writer.background_checkpoints,
         );
+        counter(
+            o,
+            "mwi_store_log_lines_dropped_total",
+            "Log lines dropped because the log writer fell behind (queue full).",
+            crate::logging::dropped_lines(),
+        );
         histogram(
             o,
             "mwi_store_store_commit_duration_seconds",
