@@ -5,7 +5,7 @@
 //! digest credentials.
 
 use crate::aor::Aor;
-use crate::endpoint::{ListenAddr, SipEndpoint, Transport};
+use crate::endpoint::{ListenAddr, SipEndpoint};
 use crate::error::ClientError;
 use crate::headers::{header_value, Event, Expires, MinExpires, SipEtag};
 use crate::server_request::Body;
@@ -15,7 +15,18 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Request, Response, SipMessage};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipConnection;
 use std::net::SocketAddr;
+
+/// Where a client transaction's request goes.
+#[derive(Debug)]
+pub(crate) enum NextHop {
+    /// An address; rsipstack opens or reuses a connection to it.
+    Address(ListenAddr),
+    /// A TCP/TLS connection the peer opened, reused for requests in its dialog (a TLS peer
+    /// cannot be reached otherwise: we never connect out over TLS).
+    Flow(SipConnection),
+}
 
 /// A PUBLISH to send (RFC 3903 §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,11 +69,7 @@ impl SipEndpoint {
              Call-ID: {call_id}\r\nCSeq: 1 PUBLISH\r\nEvent: {event}\r\nExpires: {expires}\r\n\
              User-Agent: {ua}\r\n",
             aor = req.aor,
-            t = match local.transport {
-                Transport::Udp => "UDP",
-                Transport::Tcp => "TCP",
-                Transport::Tls => "TLS",
-            },
+            t = local.transport.via_name(),
             via = host_port(local.addr),
             branch = new_branch(),
             from = req.from,
@@ -95,7 +102,7 @@ impl SipEndpoint {
                 ))
             }
         };
-        let resp = self.run_client(request, dest).await?;
+        let resp = self.run_client(request, NextHop::Address(dest)).await?;
         let header = |name: &str| header_value(&resp.headers, name);
         Ok(PublishResponse {
             status: resp.status_code.code(),
@@ -125,12 +132,20 @@ impl SipEndpoint {
     pub(crate) async fn run_client(
         &self,
         request: Request,
-        dest: ListenAddr,
+        hop: NextHop,
     ) -> Result<Response, ClientError> {
         let inner = self.shared.endpoint.inner.clone();
         let key = TransactionKey::from_request(&request, TransactionRole::Client)?;
-        let mut tx = Transaction::new_client(key, request, inner, None);
-        tx.destination = Some(dest.sip_addr());
+        let mut tx = match hop {
+            NextHop::Address(dest) => {
+                let mut tx = Transaction::new_client(key, request, inner, None);
+                tx.destination = Some(dest.sip_addr());
+                tx
+            }
+            NextHop::Flow(connection) => {
+                Transaction::new_client(key, request, inner, Some(connection))
+            }
+        };
         tx.send().await?;
         let mut challenged = false;
         loop {
@@ -163,8 +178,8 @@ impl SipEndpoint {
                         ..Default::default()
                     };
                     let seq = tx.original.cseq_header()?.seq()? + 1;
+                    // The new transaction keeps the destination or connection.
                     tx = handle_client_authenticate(seq, &tx, resp, &cred).await?;
-                    tx.destination = Some(dest.sip_addr());
                     tx.send().await?;
                     continue;
                 }
@@ -174,7 +189,8 @@ impl SipEndpoint {
     }
 }
 
-fn host_port(addr: SocketAddr) -> String {
+/// `host:port` for a Via sent-by, IPv6 in brackets.
+pub(crate) fn host_port(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),

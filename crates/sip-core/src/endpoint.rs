@@ -5,7 +5,9 @@
 
 use crate::error::StartError;
 use crate::framing::Limits;
-use crate::server_invite::{register_invite, run_invite_states, InviteEntries, ServerInvite};
+use crate::server_invite::{
+    in_dialog_request, register_invite, run_invite_states, InviteEntries, ServerInvite,
+};
 use crate::server_request::ServerRequest;
 use crate::transport::{
     start_tcp_front, start_tls_front, start_udp_front, FrontStats, RSIPSTACK_UDP_BUF,
@@ -39,6 +41,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The transport token of a Via (RFC 3261 §20.42).
+    pub(crate) fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
     fn rsip(self) -> rsipstack::sip::Transport {
         match self {
             Transport::Udp => rsipstack::sip::Transport::Udp,
@@ -485,6 +496,10 @@ async fn handle_transaction(
         }
         return;
     }
+    // Established INVITE dialogs are ours alone once ACKed (see `server_invite`).
+    let Some(mut tx) = in_dialog_request(shared, tx) else {
+        return;
+    };
     let has_to_tag = tx
         .original
         .to_header()
@@ -527,7 +542,7 @@ async fn handle_transaction(
                     return;
                 }
             };
-            let events = register_invite(shared, dialog.clone());
+            let events = register_invite(shared, dialog.clone(), tx.connection.as_ref());
             let request = tx.original.clone();
             let tu_sender = tx.tu_sender.clone();
             let mut handler = dialog.clone();

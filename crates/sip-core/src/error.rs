@@ -24,6 +24,12 @@ pub enum SipError {
     InvalidHeader(String),
     #[error("SIP stack error: {0}")]
     Stack(String),
+    /// A request we sent in the dialog (BYE) failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A request we sent in the dialog (BYE) got this final status.
+    #[error("answered {0}")]
+    Answered(u16),
 }
 
 /// A client transaction (PUBLISH, NOTIFY, BYE) did not produce a usable final response.

@@ -80,6 +80,7 @@ pub mod stateless;
 pub mod tag;
 pub mod tls;
 pub mod transport;
+pub(crate) mod uas_dialog;
 pub mod validate;
 
 pub use aor::{uri_text, Aor, AorError};

@@ -1,22 +1,30 @@
 //! Server INVITE handling: [`ServerInvite`] answers a new INVITE (provisional, accept with an
 //! SDP answer, reject); after accept an [`InviteSession`] reports the dialog's events (ACK, BYE
 //! answered 200, re-INVITE answered 200 with the same SDP, CANCEL answered 487) and can hang up.
-//! rsipstack's dialog drives the transaction: 100 Trying, 2xx retransmission until ACK over UDP
-//! (RFC 3261 §13.3.1.4), CANCEL → 487. Responses carry the dialog's own To-tag: we never use
-//! `tx.reply` here, which would add a second, random one.
+//! Until the ACK, rsipstack's dialog drives the transaction: 100 Trying, 2xx retransmission
+//! until ACK over UDP (RFC 3261 §13.3.1.4), CANCEL → 487. Responses to the INVITE carry the
+//! dialog's own To-tag: `tx.reply` would add a second, random one to a request without one.
+//! Once the ACK is in, rsipstack's dialog is let go and the dialog lives on as our own
+//! [`UasDialog`]: requests in it are answered here ([`in_dialog_request`]) and our BYE is sent
+//! from it.
 
-use crate::endpoint::{Shared, Source};
-use crate::error::SipError;
+use crate::client::{host_port, NextHop};
+use crate::endpoint::{ListenAddr, Shared, SipEndpoint, Source, Transport};
+use crate::error::{ClientError, SipError};
 use crate::headers::raw_headers;
+use crate::tag::new_branch;
+use crate::uas_dialog::{InDialogAnswer, UasDialog};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::DialogId;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, Method, Request, Response, StatusCode};
-use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
+use rsipstack::sip::{Header, Method, Request, Response, SipMessage, StatusCode};
+use rsipstack::transaction::transaction::{Transaction, TransactionEvent, TransactionEventSender};
+use rsipstack::transport::SipConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tracing::debug;
 
 /// What happens in an accepted INVITE dialog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,43 +41,57 @@ pub enum DialogEvent {
     Terminated(String),
 }
 
-/// Events of one INVITE dialog plus the SDP answer used for re-INVITEs.
-#[derive(Debug)]
-pub(crate) struct InviteEvents {
-    rx: mpsc::UnboundedReceiver<DialogEvent>,
-    answer: Arc<Mutex<Option<Vec<u8>>>>,
-}
-
-/// What the state task keeps of one server INVITE dialog.
+/// What the endpoint keeps of one server INVITE dialog.
 pub(crate) struct InviteEntry {
     events: mpsc::UnboundedSender<DialogEvent>,
-    answer: Arc<Mutex<Option<Vec<u8>>>>,
-    acked: bool,
-    /// Held until the dialog terminates, as rsipstack expects of its user.
-    _dialog: InviteDialog,
+    stage: InviteStage,
+    /// The TCP/TLS connection the INVITE came over: our requests in the dialog go back on it
+    /// (a TLS peer cannot be reached otherwise: we never connect out over TLS).
+    flow: Option<SipConnection>,
+}
+
+enum InviteStage {
+    /// Until the ACK, rsipstack's dialog drives the INVITE transaction (100, 2xx
+    /// retransmission of RFC 3261 §13.3.1.4, CANCEL → 487, BYE when no ACK comes); it is held
+    /// here until then, as rsipstack expects of its user. `established` is our own dialog
+    /// state, made when the application accepts.
+    Answering {
+        dialog: InviteDialog,
+        established: Option<UasDialog>,
+    },
+    /// After the ACK only our own dialog state is kept ([`crate::uas_dialog`]): rsipstack's
+    /// dialog holds its transaction's event channel for its whole life (~18 KiB a session).
+    Established(UasDialog),
 }
 
 /// Every server INVITE dialog of the endpoint, by id. All of them report their states on one
 /// channel to one task ([`run_invite_states`]), which turns them into each dialog's
 /// [`DialogEvent`]s: a state channel and a task per dialog cost about 10 KiB per held session
 /// (rsipstack's `DialogState` carries whole messages and a tokio channel allocates room for 32
-/// of them up front).
+/// of them up front). Established dialogs are answered from here ([`in_dialog_request`]).
 pub(crate) type InviteEntries = Mutex<HashMap<DialogId, InviteEntry>>;
 
-/// Registers a new server INVITE dialog (before its transaction runs, so no state is missed).
-pub(crate) fn register_invite(shared: &Shared, dialog: InviteDialog) -> InviteEvents {
+/// Registers a new server INVITE dialog (before its transaction runs, so no state is missed);
+/// `connection` is the one the INVITE came over.
+pub(crate) fn register_invite(
+    shared: &Shared,
+    dialog: InviteDialog,
+    connection: Option<&SipConnection>,
+) -> mpsc::UnboundedReceiver<DialogEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let answer: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
+    let id = dialog.id();
     let entry = InviteEntry {
         events: tx,
-        answer: answer.clone(),
-        acked: false,
-        _dialog: dialog.clone(),
+        stage: InviteStage::Answering {
+            dialog,
+            established: None,
+        },
+        flow: connection.filter(|c| c.is_reliable()).cloned(),
     };
     if let Ok(mut entries) = shared.invite_dialogs.lock() {
-        entries.insert(dialog.id(), entry);
+        entries.insert(id, entry);
     }
-    InviteEvents { rx, answer }
+    rx
 }
 
 /// Translates the states of every server INVITE dialog into [`DialogEvent`]s and answers
@@ -90,20 +112,41 @@ fn on_invite_state(shared: &Shared, state: DialogState) {
     // Answers are sent from their own task: one slow peer must not hold up every dialog.
     match state {
         DialogState::Confirmed(id, _) => {
-            if let Ok(mut entries) = shared.invite_dialogs.lock() {
-                if let Some(entry) = entries.get_mut(&id) {
-                    if !entry.acked {
-                        entry.acked = true;
-                        entry.events.send(DialogEvent::Ack).ok();
-                    }
-                }
+            // The ACK arrived: keep our own state and let rsipstack's dialog go. A request it
+            // matched before this point is still reported here (Updated, Terminated) and
+            // finds the entry established.
+            let established = shared
+                .invite_dialogs
+                .lock()
+                .ok()
+                .is_some_and(|mut entries| {
+                    let Some(entry) = entries.get_mut(&id) else {
+                        return false;
+                    };
+                    let InviteStage::Answering { established, .. } = &mut entry.stage else {
+                        return false;
+                    };
+                    let Some(state) = established.take() else {
+                        return false;
+                    };
+                    entry.stage = InviteStage::Established(state);
+                    entry.events.send(DialogEvent::Ack).ok();
+                    true
+                });
+            if established {
+                shared.dialogs.remove_dialog(&id);
             }
         }
         DialogState::Updated(id, req, handle) => {
             let found = shared.invite_dialogs.lock().ok().and_then(|entries| {
-                entries
-                    .get(&id)
-                    .map(|e| (e.events.clone(), e.answer.clone()))
+                let entry = entries.get(&id)?;
+                let answer = match &entry.stage {
+                    InviteStage::Established(d) => Some(d.answer.clone()),
+                    InviteStage::Answering { established, .. } => {
+                        established.as_ref().map(|d| d.answer.clone())
+                    }
+                };
+                Some((entry.events.clone(), answer))
             });
             tokio::spawn(async move {
                 if req.method != Method::Invite {
@@ -111,9 +154,7 @@ fn on_invite_state(shared: &Shared, state: DialogState) {
                     return;
                 }
                 // Keep the session (RFC 3264 §8: an unchanged answer is allowed).
-                let body = found
-                    .as_ref()
-                    .and_then(|(_, sdp)| sdp.lock().ok().and_then(|s| s.clone()));
+                let body = found.as_ref().and_then(|(_, sdp)| sdp.clone());
                 let headers = body
                     .as_ref()
                     .map(|_| vec![Header::ContentType("application/sdp".into())]);
@@ -140,16 +181,111 @@ fn on_invite_state(shared: &Shared, state: DialogState) {
                 .ok()
                 .and_then(|mut entries| entries.remove(&id));
             if let Some(entry) = entry {
-                let event = match reason {
-                    TerminatedReason::UacCancel => DialogEvent::Cancelled,
-                    TerminatedReason::UacBye => DialogEvent::Bye,
-                    other => DialogEvent::Terminated(format!("{other:?}")),
-                };
-                entry.events.send(event).ok();
+                entry.events.send(terminated_event(reason)).ok();
             }
             shared.dialogs.remove_dialog(&id);
         }
         _ => {}
+    }
+}
+
+fn terminated_event(reason: TerminatedReason) -> DialogEvent {
+    match reason {
+        TerminatedReason::UacCancel => DialogEvent::Cancelled,
+        TerminatedReason::UacBye => DialogEvent::Bye,
+        other => DialogEvent::Terminated(format!("{other:?}")),
+    }
+}
+
+/// Answers `tx` when it is a request inside an established dialog we keep (RFC 3261 §12.2.2:
+/// Call-ID, To-tag ours, From-tag theirs); hands it back otherwise.
+pub(crate) fn in_dialog_request(shared: &Arc<Shared>, tx: Transaction) -> Option<Transaction> {
+    let Ok(id) = DialogId::try_from(&tx) else {
+        return Some(tx);
+    };
+    let Ok(cseq) = tx.original.cseq_header().and_then(|c| c.seq()) else {
+        return Some(tx);
+    };
+    let decided = shared.invite_dialogs.lock().ok().and_then(|mut entries| {
+        let entry = entries.get_mut(&id)?;
+        let InviteStage::Established(dialog) = &mut entry.stage else {
+            return None;
+        };
+        let answer = dialog.on_request(tx.original.method, cseq);
+        let reinvite = ReInviteAnswer {
+            sdp: if answer == InDialogAnswer::ReInvite {
+                dialog.answer.clone()
+            } else {
+                Vec::new()
+            },
+            transport: dialog.source.transport,
+        };
+        let events = entry.events.clone();
+        if answer == InDialogAnswer::Bye {
+            // §15.1.2: the dialog ends with this BYE.
+            entries.remove(&id);
+        }
+        Some((answer, events, reinvite))
+    });
+    let Some((answer, events, reinvite)) = decided else {
+        return Some(tx);
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        answer_in_dialog(&shared, tx, answer, events, reinvite).await;
+    });
+    None
+}
+
+/// The 2xx to a re-INVITE: our SDP answer again and our Contact for the INVITE's transport.
+struct ReInviteAnswer {
+    sdp: Vec<u8>,
+    transport: Transport,
+}
+
+async fn answer_in_dialog(
+    shared: &Shared,
+    mut tx: Transaction,
+    answer: InDialogAnswer,
+    events: mpsc::UnboundedSender<DialogEvent>,
+    reinvite: ReInviteAnswer,
+) {
+    let sent = match answer {
+        InDialogAnswer::Absorb => return,
+        InDialogAnswer::OutOfOrder => tx.reply(StatusCode::ServerInternalError).await,
+        InDialogAnswer::Bye => {
+            let sent = tx.reply(StatusCode::OK).await;
+            events.send(DialogEvent::Bye).ok();
+            sent
+        }
+        InDialogAnswer::ReInvite => {
+            let contact = shared.contact_uri(reinvite.transport);
+            let headers = vec![
+                Header::Contact(format!("<{contact}>").into()),
+                Header::ContentType("application/sdp".into()),
+            ];
+            let sent = tx
+                .reply_with(StatusCode::OK, headers, Some(reinvite.sdp))
+                .await;
+            events.send(DialogEvent::ReInvite).ok();
+            // The transaction retransmits the 2xx until its ACK (RFC 3261 §13.3.1.4) while
+            // it is driven; the ACK ends it.
+            while let Some(msg) = tx.receive().await {
+                if matches!(msg, SipMessage::Request(r) if r.method == Method::Ack) {
+                    break;
+                }
+            }
+            sent
+        }
+        InDialogAnswer::Status(405) => {
+            let allow = vec![Header::Allow(crate::ALLOW.into())];
+            tx.reply_with(StatusCode::MethodNotAllowed, allow, None)
+                .await
+        }
+        InDialogAnswer::Status(status) => tx.reply(StatusCode::from(status)).await,
+    };
+    if let Err(e) = sent {
+        debug!(error = %e, "in-dialog answer not sent");
     }
 }
 
@@ -159,7 +295,7 @@ pub struct ServerInvite {
     source: Source,
     dialog: InviteDialog,
     tu_sender: TransactionEventSender,
-    events: Option<InviteEvents>,
+    events: Option<mpsc::UnboundedReceiver<DialogEvent>>,
     shared: Arc<Shared>,
     answered: bool,
 }
@@ -180,7 +316,7 @@ impl ServerInvite {
         source: Source,
         dialog: InviteDialog,
         tu_sender: TransactionEventSender,
-        events: InviteEvents,
+        events: mpsc::UnboundedReceiver<DialogEvent>,
         shared: Arc<Shared>,
     ) -> Self {
         ServerInvite {
@@ -243,24 +379,47 @@ impl ServerInvite {
             .events
             .take()
             .ok_or(SipError::WrongRequest("already answered"))?;
-        if let Ok(mut slot) = events.answer.lock() {
-            *slot = Some(sdp_answer.clone());
-        }
-        self.dialog.accept(
+        let id = self.dialog.id();
+        // Our dialog state is ready before the 2xx leaves, so the ACK always finds it.
+        let state = UasDialog::from_invite(
+            &self.request,
+            &id.local_tag,
+            self.source,
+            sdp_answer.clone(),
+        )?;
+        self.set_established(Some(state));
+        if let Err(e) = self.dialog.accept(
             Some(vec![Header::ContentType("application/sdp".into())]),
             Some(sdp_answer),
-        )?;
+        ) {
+            self.set_established(None);
+            return Err(e.into());
+        }
         self.answered = true;
         // Drain nothing: events so far can only be a racing Cancelled, which accept() lost.
-        while let Ok(ev) = events.rx.try_recv() {
+        while let Ok(ev) = events.try_recv() {
             if ev == DialogEvent::Cancelled {
                 return Err(SipError::Cancelled);
             }
         }
         Ok(InviteSession {
-            dialog: self.dialog.clone(),
+            id,
             events,
+            shared: self.shared.clone(),
         })
+    }
+
+    fn set_established(&self, state: Option<UasDialog>) {
+        let id = self.dialog.id();
+        if let Ok(mut entries) = self.shared.invite_dialogs.lock() {
+            if let Some(InviteEntry {
+                stage: InviteStage::Answering { established, .. },
+                ..
+            }) = entries.get_mut(&id)
+            {
+                *established = state;
+            }
+        }
     }
 
     /// Answer with a final non-2xx `status` (e.g. 403, 486, 488) and extra header fields
@@ -273,7 +432,7 @@ impl ServerInvite {
     /// Wait until a CANCEL ends this INVITE (use in `select!` beside your own work).
     pub async fn cancelled(&mut self) {
         if let Some(events) = self.events.as_mut() {
-            while let Some(ev) = events.rx.recv().await {
+            while let Some(ev) = events.recv().await {
                 if matches!(ev, DialogEvent::Cancelled | DialogEvent::Terminated(_)) {
                     return;
                 }
@@ -328,32 +487,140 @@ impl Drop for ServerInvite {
     }
 }
 
-/// An accepted INVITE dialog.
+/// An accepted INVITE dialog. Dropping it forgets the dialog: later requests in it get 481.
 pub struct InviteSession {
-    dialog: InviteDialog,
-    events: InviteEvents,
+    id: DialogId,
+    events: mpsc::UnboundedReceiver<DialogEvent>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for InviteSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InviteSession({})", self.dialog.id())
+        write!(f, "InviteSession({})", self.id)
     }
+}
+
+/// What `bye` finds of its dialog.
+enum ByeFrom {
+    /// Not yet ACKed: rsipstack's dialog sends the BYE and reports the end itself.
+    Answering(InviteDialog),
+    Established(Box<UasDialog>, Option<SipConnection>),
+    /// Already over (their BYE, or ours).
+    Gone,
 }
 
 impl InviteSession {
     /// The next dialog event; `None` after the dialog is gone.
     pub async fn next_event(&mut self) -> Option<DialogEvent> {
-        self.events.rx.recv().await
+        self.events.recv().await
     }
 
-    /// Hang up from our side (BYE, following the route set).
+    /// Hang up from our side (BYE, following the route set). The dialog is over once the BYE
+    /// is sent (RFC 3261 §15.1.1); a 2xx, 481, 408 or no answer at all is a normal end.
     pub async fn bye(&self) -> Result<(), SipError> {
-        self.dialog.bye().await?;
-        Ok(())
+        let found = match self.shared.invite_dialogs.lock() {
+            Ok(mut entries) => match entries.get(&self.id).map(|e| &e.stage) {
+                Some(InviteStage::Answering { dialog, .. }) => ByeFrom::Answering(dialog.clone()),
+                Some(InviteStage::Established(_)) => match entries.remove(&self.id) {
+                    Some(InviteEntry {
+                        stage: InviteStage::Established(state),
+                        events,
+                        flow,
+                    }) => {
+                        events.send(DialogEvent::Terminated("UasBye".into())).ok();
+                        ByeFrom::Established(Box::new(state), flow)
+                    }
+                    _ => ByeFrom::Gone,
+                },
+                None => ByeFrom::Gone,
+            },
+            Err(_) => ByeFrom::Gone,
+        };
+        match found {
+            ByeFrom::Answering(dialog) => Ok(dialog.bye().await?),
+            ByeFrom::Established(state, flow) => send_bye(&self.shared, *state, flow).await,
+            ByeFrom::Gone => Ok(()),
+        }
     }
 
     /// The dialog identifier.
     pub fn dialog_id(&self) -> String {
-        self.dialog.id().to_string()
+        self.id.to_string()
+    }
+}
+
+impl Drop for InviteSession {
+    fn drop(&mut self) {
+        let entry = self
+            .shared
+            .invite_dialogs
+            .lock()
+            .ok()
+            .and_then(|mut entries| entries.remove(&self.id));
+        if let Some(InviteEntry {
+            stage: InviteStage::Answering { .. },
+            ..
+        }) = entry
+        {
+            self.shared.dialogs.remove_dialog(&self.id);
+        }
+    }
+}
+
+/// Sends our BYE from the stored dialog state through a client non-INVITE transaction: on the
+/// INVITE's TCP/TLS connection while it is open, else to the next hop (an IP address), the
+/// outbound proxy, or where the INVITE came from.
+async fn send_bye(
+    shared: &Arc<Shared>,
+    mut state: UasDialog,
+    flow: Option<SipConnection>,
+) -> Result<(), SipError> {
+    let flow = flow.filter(|c| !matches!(c.cancel_token(), Some(t) if t.is_cancelled()));
+    let hop = match flow {
+        Some(connection) => NextHop::Flow(connection),
+        None => NextHop::Address(
+            state
+                .next_hop()
+                .or(shared.config.outbound_proxy)
+                .or_else(|| {
+                    (state.source.transport != Transport::Tls).then_some(ListenAddr {
+                        transport: state.source.transport,
+                        addr: state.source.addr,
+                    })
+                })
+                .ok_or_else(|| {
+                    SipError::Client(ClientError::NoRoute("the TLS flow is closed".into()))
+                })?,
+        ),
+    };
+    let transport = match &hop {
+        NextHop::Flow(_) => state.source.transport,
+        NextHop::Address(a) => a.transport,
+    };
+    let local = shared
+        .local_for(transport)
+        .or_else(|| shared.local.first().copied())
+        .ok_or(SipError::WrongRequest("no local address"))?;
+    let via = format!(
+        "SIP/2.0/{} {};branch={};rport",
+        transport.via_name(),
+        host_port(local.addr),
+        new_branch()
+    );
+    let text = state.bye_request(&via, &shared.config.user_agent);
+    let request = match SipMessage::try_from(text.as_str()) {
+        Ok(SipMessage::Request(r)) => r,
+        _ => return Err(SipError::WrongRequest("BYE did not parse")),
+    };
+    let endpoint = SipEndpoint {
+        shared: shared.clone(),
+    };
+    match endpoint.run_client(request, hop).await {
+        Ok(resp) => match resp.status_code.code() {
+            200..=299 | 408 | 481 => Ok(()),
+            other => Err(SipError::Answered(other)),
+        },
+        Err(ClientError::Timeout) => Ok(()),
+        Err(e) => Err(SipError::Client(e)),
     }
 }
