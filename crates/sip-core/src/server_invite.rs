@@ -624,3 +624,259 @@ async fn send_bye(
         Err(e) => Err(SipError::Client(e)),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{IncomingRequest, SipEndpointConfig, Timers};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::net::UdpSocket;
+    use tokio::time::timeout;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+    const ANSWER: &[u8] = b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=answer\r\n";
+
+    async fn start() -> (SipEndpoint, mpsc::Receiver<IncomingRequest>, SocketAddr) {
+        let config = SipEndpointConfig {
+            listen: vec![ListenAddr::udp("127.0.0.1:0".parse().unwrap())],
+            timers: Timers {
+                t1: Duration::from_millis(50),
+                t2: Duration::from_millis(200),
+                t4: Duration::from_millis(250),
+            },
+            ..SipEndpointConfig::default()
+        };
+        let (ep, rx) = SipEndpoint::start(config).await.unwrap();
+        let addr = ep.local_addrs()[0].addr;
+        (ep, rx, addr)
+    }
+
+    /// A request from the peer `peer` in call `call`; `to_tag` makes it in-dialog.
+    fn request(
+        method: &str,
+        peer: SocketAddr,
+        call: &str,
+        to_tag: Option<&str>,
+        cseq: u32,
+        extra: &str,
+        body: &str,
+    ) -> String {
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bK{call}{method}{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al1\r\nTo: <sip:bob@127.0.0.1>{to_tag}\r\n\
+             Call-ID: {call}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+        msg.split("\r\n")
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+
+    fn tag_in(value: &str) -> &str {
+        value
+            .split(";tag=")
+            .nth(1)
+            .and_then(|t| t.split(';').next())
+            .unwrap()
+    }
+
+    /// Receive until a message starting with `prefix` (2xx retransmissions are skipped).
+    async fn recv_until(sock: &UdpSocket, prefix: &str) -> String {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, _) = timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+                .await
+                .expect("a datagram in time")
+                .unwrap();
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.starts_with(prefix) {
+                return m;
+            }
+        }
+    }
+
+    /// INVITE (Contact `contact`, `extra` header lines), accept, ACK: the established session
+    /// and our tag.
+    async fn establish(
+        ep: &SipEndpoint,
+        rx: &mut mpsc::Receiver<IncomingRequest>,
+        to: SocketAddr,
+        sock: &UdpSocket,
+        call: &str,
+        contact: &str,
+        extra: &str,
+    ) -> (InviteSession, String) {
+        let peer = sock.local_addr().unwrap();
+        let contact = format!("Contact: <{contact}>\r\nContent-Type: application/sdp\r\n");
+        let invite = request(
+            "INVITE",
+            peer,
+            call,
+            None,
+            1,
+            &format!("{contact}{extra}"),
+            OFFER,
+        );
+        sock.send_to(invite.as_bytes(), to).await.unwrap();
+        let Some(IncomingRequest::Invite(inv)) =
+            timeout(Duration::from_secs(2), rx.recv()).await.unwrap()
+        else {
+            panic!("expected an INVITE");
+        };
+        let mut session = inv.accept(ANSWER.to_vec()).unwrap();
+        let ok = recv_until(sock, "SIP/2.0 200").await;
+        let tag = tag_in(header(&ok, "To")[0]).to_string();
+        let ack = request("ACK", peer, call, Some(&tag), 1, "", "");
+        sock.send_to(ack.as_bytes(), to).await.unwrap();
+        let ev = timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap();
+        assert_eq!(ev, Some(DialogEvent::Ack));
+        // The ACK is in: rsipstack holds nothing of the dialog any more, our state does.
+        timeout(Duration::from_secs(2), async {
+            while !ep.shared.dialogs.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("rsipstack's dialog is let go after the ACK");
+        let id = DialogId {
+            call_id: call.to_string(),
+            local_tag: tag.clone(),
+            remote_tag: "al1".to_string(),
+        };
+        let entries = ep.shared.invite_dialogs.lock().unwrap();
+        assert!(matches!(
+            entries.get(&id).map(|e| &e.stage),
+            Some(InviteStage::Established(_))
+        ));
+        drop(entries);
+        (session, tag)
+    }
+
+    #[tokio::test]
+    async fn established_dialog_answers_bye_reinvite_order_and_unknown_tags() {
+        let (ep, mut rx, to) = start().await;
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = sock.local_addr().unwrap();
+        let (mut session, tag) = establish(
+            &ep,
+            &mut rx,
+            to,
+            &sock,
+            "est1",
+            &format!("sip:alice@{peer}"),
+            "",
+        )
+        .await;
+        let send = |text: String| {
+            let sock = &sock;
+            async move { sock.send_to(text.as_bytes(), to).await.unwrap() }
+        };
+
+        send(request("OPTIONS", peer, "est1", Some(&tag), 5, "", "")).await;
+        let r = recv_until(&sock, "SIP/2.0").await;
+        assert!(r.starts_with("SIP/2.0 200"), "{r}");
+        // RFC 3261 §12.2.2: a CSeq below the last one is out of order.
+        send(request("INFO", peer, "est1", Some(&tag), 3, "", "")).await;
+        let r = recv_until(&sock, "SIP/2.0").await;
+        assert!(r.starts_with("SIP/2.0 500"), "{r}");
+        assert_eq!(header(&r, "CSeq"), ["3 INFO"]);
+
+        // re-INVITE: 200 with the stored SDP answer and our Contact; its ACK is absorbed.
+        let sdp = "Content-Type: application/sdp\r\n";
+        send(request("INVITE", peer, "est1", Some(&tag), 6, sdp, OFFER)).await;
+        let r = recv_until(&sock, "SIP/2.0 200").await;
+        assert_eq!(header(&r, "CSeq"), ["6 INVITE"]);
+        assert_eq!(tag_in(header(&r, "To")[0]), tag);
+        assert!(
+            header(&r, "Contact")[0].contains("sip:mwi-store@127.0.0.1:"),
+            "{r}"
+        );
+        assert_eq!(header(&r, "Content-Type"), ["application/sdp"]);
+        assert!(r.as_bytes().ends_with(ANSWER), "{r}");
+        send(request("ACK", peer, "est1", Some(&tag), 6, "", "")).await;
+        let ev = timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap();
+        assert_eq!(ev, Some(DialogEvent::ReInvite));
+
+        // Tags that match no dialog: 481.
+        send(request("BYE", peer, "est1", Some("other"), 7, "", "")).await;
+        let r = recv_until(&sock, "SIP/2.0").await;
+        assert!(r.starts_with("SIP/2.0 481"), "{r}");
+
+        // BYE: 200, the Bye event, and the dialog is forgotten.
+        send(request("BYE", peer, "est1", Some(&tag), 8, "", "")).await;
+        let r = recv_until(&sock, "SIP/2.0").await;
+        assert!(r.starts_with("SIP/2.0 200"), "{r}");
+        assert_eq!(header(&r, "CSeq"), ["8 BYE"]);
+        let ev = timeout(Duration::from_secs(2), session.next_event())
+            .await
+            .unwrap();
+        assert_eq!(ev, Some(DialogEvent::Bye));
+        assert_eq!(session.next_event().await, None);
+        assert!(ep.shared.invite_dialogs.lock().unwrap().is_empty());
+        send(request("BYE", peer, "est1", Some(&tag), 9, "", "")).await;
+        let r = recv_until(&sock, "SIP/2.0").await;
+        assert!(r.starts_with("SIP/2.0 481"), "{r}");
+        ep.shutdown();
+    }
+
+    #[tokio::test]
+    async fn our_bye_is_built_from_the_stored_dialog_state() {
+        let (ep, mut rx, to) = start().await;
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = sock.local_addr().unwrap();
+        // The remote target is elsewhere (a documentation address); the route set's first
+        // hop (a loose router: this socket) is where the BYE must go (RFC 3261 §12.2.1.1).
+        let extra = format!("Record-Route: <sip:{peer};lr>, <sip:p2.example.com;lr>\r\n");
+        let target = "sip:alice@192.0.2.9:5080";
+        let (session, tag) = establish(&ep, &mut rx, to, &sock, "own1", target, &extra).await;
+        let bye = tokio::spawn(async move {
+            let r = session.bye().await;
+            (r, session)
+        });
+        let req = recv_until(&sock, "BYE ").await;
+        assert!(
+            req.starts_with("BYE sip:alice@192.0.2.9:5080 SIP/2.0\r\n"),
+            "{req}"
+        );
+        assert_eq!(
+            header(&req, "Route"),
+            [
+                format!("<sip:{peer};lr>").as_str(),
+                "<sip:p2.example.com;lr>"
+            ]
+        );
+        assert_eq!(header(&req, "CSeq"), ["2 BYE"]);
+        assert_eq!(tag_in(header(&req, "From")[0]), tag);
+        assert_eq!(tag_in(header(&req, "To")[0]), "al1");
+        assert_eq!(header(&req, "Call-ID"), ["own1"]);
+        // A 481 ends the dialog as well as a 200 would (§15.1.1).
+        let mut resp = String::from("SIP/2.0 481 Call Leg/Transaction Does Not Exist\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            resp.push_str(&format!("{name}: {}\r\n", header(&req, name)[0]));
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        sock.send_to(resp.as_bytes(), to).await.unwrap();
+        let (r, mut session) = timeout(Duration::from_secs(3), bye).await.unwrap().unwrap();
+        r.unwrap();
+        assert_eq!(
+            session.next_event().await,
+            Some(DialogEvent::Terminated("UasBye".into()))
+        );
+        assert_eq!(session.next_event().await, None);
+        assert!(ep.shared.invite_dialogs.lock().unwrap().is_empty());
+        ep.shutdown();
+    }
+}
