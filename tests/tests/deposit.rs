@@ -242,12 +242,19 @@ async fn idle_session_is_hung_up_and_log_lines_carry_their_fields() -> anyhow::R
     let (mut uac, msrp) = client("127.0.0.1", &server, 2048).await?;
     let mut chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
     chat.next_message(WAIT).await?;
-    chat.send("text/plain", b"secret words".to_vec()).await?;
+    // Each message moves the idle deadline on: 2 s of messages 400 ms apart outlive the 1 s.
+    for _ in 0..5 {
+        chat.send("text/plain", b"secret words".to_vec()).await?;
+        let hung_up = chat
+            .wait_bye(&mut uac, std::time::Duration::from_millis(400))
+            .await;
+        assert!(hung_up.is_err(), "hung up while messages were coming in");
+    }
     // No more messages: the server hangs up after the idle time.
     chat.wait_bye(&mut uac, WAIT).await?;
     let ended = server.wait_log(|l| l["message"] == "deposit session ended", WAIT)?;
     assert_eq!(ended["reason"], "idle timeout");
-    assert_eq!(ended["stored"], 1);
+    assert_eq!(ended["stored"], 5);
 
     // One INFO line per stored message with call-id, mailbox, peer, sender, size and id;
     // never the body.

@@ -10,6 +10,13 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
+/// The CRLF searcher, built once: `memmem::find` would build one per header line.
+fn crlf() -> &'static memmem::Finder<'static> {
+    static CRLF: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n"));
+    &CRLF
+}
+
 use crate::frame::{EndFlag, Frame, Header, Method, StartLine, END_LINE_DASHES};
 
 /// Size limits of the decoder.
@@ -232,7 +239,7 @@ impl MsrpDecoder {
             }
         }
         loop {
-            let Some(rel) = memmem::find(&self.buf[scan..], b"\r\n") else {
+            let Some(rel) = crlf().find(&self.buf[scan..]) else {
                 if self.buf.len() > self.limits.max_header_bytes {
                     return Err(fatal(
                         parsed.map(|p| p.transaction_id),

@@ -279,7 +279,10 @@ fn split_block(data: &[u8]) -> Result<(Vec<&str>, &[u8]), CpimError> {
     if let Some(rest) = data.strip_prefix(b"\r\n") {
         return Ok((Vec::new(), rest));
     }
-    let end = memchr::memmem::find(data, b"\r\n\r\n").ok_or(CpimError::Unterminated)?;
+    // Built once: `memmem::find` builds a searcher per call (one per stored message here).
+    static BLANK_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let end = BLANK_LINE.find(data).ok_or(CpimError::Unterminated)?;
     let block = std::str::from_utf8(&data[..end]).map_err(|_| CpimError::NotUtf8)?;
     Ok((block.split("\r\n").collect(), &data[end + 4..]))
 }

@@ -89,17 +89,36 @@ pub fn classify(content_type: &str, body: &[u8], extra_types: &[String]) -> Clas
     }
 }
 
+/// The mailbox and the sender of a deposit, with their AORs rendered once: a session stores
+/// many messages, and rendering an AOR (escaping, parameters) per message showed in profiles.
+#[derive(Debug)]
+pub struct Parties<'a> {
+    pub mailbox: String,
+    pub sender: &'a AssertedIdentity,
+    pub sender_aor: String,
+}
+
+impl<'a> Parties<'a> {
+    pub fn new(mailbox: &Aor, sender: &'a AssertedIdentity) -> Self {
+        Parties {
+            mailbox: mailbox.to_string(),
+            sender,
+            sender_aor: sender.aor.to_string(),
+        }
+    }
+}
+
 /// The row for a deposited body. The sender is the SIP-asserted caller; a CPIM From naming
 /// someone else is logged and not believed (SPEC §1).
 pub fn new_message(
-    mailbox: &Aor,
-    sender: &AssertedIdentity,
+    parties: &Parties<'_>,
     recipient: &str,
     content_type: &str,
     body: Vec<u8>,
     cpim: Option<&CpimMessage>,
     source: Source,
 ) -> NewMessage {
+    let sender = parties.sender;
     let mut message_id = None;
     let mut sender_time = None;
     let mut inner_content_type = None;
@@ -109,8 +128,8 @@ pub fn new_message(
             let claimed = Aor::parse(&from.uri).ok();
             if claimed.as_ref() != Some(&sender.aor) {
                 tracing::warn!(
-                    mailbox = %mailbox,
-                    sender = %sender.aor,
+                    mailbox = parties.mailbox,
+                    sender = parties.sender_aor,
                     cpim_from = %from.uri,
                     "CPIM From names someone else; storing the SIP-asserted sender"
                 );
@@ -122,8 +141,8 @@ pub fn new_message(
         subject = c.subjects().first().map(|(_, s)| s.to_string());
     }
     NewMessage {
-        mailbox: mailbox.to_string(),
-        sender_aor: sender.aor.to_string(),
+        mailbox: parties.mailbox.clone(),
+        sender_aor: parties.sender_aor.clone(),
         sender_name: sender.display_name.clone(),
         sender_verified: sender.trusted,
         recipient: recipient.to_string(),
@@ -264,6 +283,12 @@ async fn run_session(
     // in the order they were queued, so the oldest is always the next to finish and the 200s
     // leave in order (no task per message).
     let mut committing: VecDeque<Commit> = VecDeque::new();
+    let parties = Parties::new(mailbox, identity);
+    // One timer for the session: a message moves `deadline` only, and the timer, when it
+    // fires early, is moved to it (a fresh timer per message costs a timer-wheel insert and
+    // removal each).
+    let idle_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(idle_timer);
     let reason = loop {
         tokio::select! {
             ev = leg.dialog.next_event() => match ev {
@@ -308,7 +333,7 @@ async fn run_session(
                         }
                         committing.pop_front();
                     }
-                    if let Some(work) = store_message(app, leg, mailbox, identity, recipient, *m) {
+                    if let Some(work) = store_message(app, leg, &parties, recipient, *m) {
                         committing.push_back(Box::pin(work));
                     }
                 }
@@ -317,7 +342,11 @@ async fn run_session(
                     break "MSRP connection closed";
                 }
             },
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut idle_timer => {
+                if Instant::now() < deadline {
+                    idle_timer.as_mut().reset(deadline);
+                    continue;
+                }
                 leg.hang_up().await;
                 break "idle timeout";
             }
@@ -354,8 +383,7 @@ fn oldest(committing: &mut VecDeque<Commit>) -> impl Future<Output = bool> + '_ 
 fn store_message(
     app: &Arc<App>,
     leg: &ChatLeg,
-    mailbox: &Aor,
-    identity: &AssertedIdentity,
+    parties: &Parties<'_>,
     recipient: &str,
     m: IncomingMessage,
 ) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
@@ -373,26 +401,26 @@ fn store_message(
             return None;
         }
         Classified::Unsupported(t) => {
-            tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
+            tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
             responder.reject(415);
             return None;
         }
         Classified::Malformed(why) => {
-            tracing::info!(call_id = %leg.call_id, mailbox = %mailbox, peer = %leg.peer, why, "message refused (400)");
+            tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, why, "message refused (400)");
             responder.reject(400);
             return None;
         }
     };
-    let caller = identity.aor.to_string();
     // RFC 4975 §7.3.2: 403, the action is not allowed (for now: the caller's rate).
-    if crate::limits::check_deposit_rate(app, &caller, leg.peer, "MSRP SEND", true).is_err() {
+    if crate::limits::check_deposit_rate(app, &parties.sender_aor, leg.peer, "MSRP SEND", true)
+        .is_err()
+    {
         responder.reject(403);
         return None;
     }
     let bytes = body.len();
     let row = new_message(
-        mailbox,
-        identity,
+        parties,
         recipient,
         &content_type,
         body.to_vec(),
@@ -404,8 +432,8 @@ fn store_message(
     let app = app.clone();
     let call_id = leg.call_id.clone();
     let peer = leg.peer;
-    let mailbox = mailbox.to_string();
-    let sender = identity.aor.to_string();
+    let mailbox = parties.mailbox.clone();
+    let sender = parties.sender_aor.clone();
     Some(async move {
         match committed.await {
             Ok(id) => {

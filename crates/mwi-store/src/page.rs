@@ -7,7 +7,7 @@ use message_store::{LimitExceeded, Source, StoreError};
 use sip_core::headers::header_value;
 use sip_core::{Aor, ServerRequest};
 
-use crate::deposit::{classify, new_message, Classified};
+use crate::deposit::{classify, new_message, Classified, Parties};
 use crate::server::{call_id_of, mailbox_of, App};
 
 /// Handles a MESSAGE.
@@ -68,15 +68,16 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let recipient = header_value(headers, "To")
         .and_then(|t| Aor::parse(&t).ok())
         .map_or_else(|| mailbox.to_string(), |a| a.to_string());
-    let caller = identity.aor.to_string();
-    if let Err(headers) = crate::limits::check_deposit_rate(&app, &caller, peer, "MESSAGE", true) {
+    let parties = Parties::new(&mailbox, &identity);
+    if let Err(headers) =
+        crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "MESSAGE", true)
+    {
         let _ = req.reply(486, headers, None).await;
         return;
     }
     let bytes = body.len();
     let mut row = new_message(
-        &mailbox,
-        &identity,
+        &parties,
         &recipient,
         &content_type,
         body,
