@@ -57,11 +57,12 @@ enum InviteStage {
     /// state, made when the application accepts.
     Answering {
         dialog: InviteDialog,
-        established: Option<UasDialog>,
+        established: Option<Box<UasDialog>>,
     },
     /// After the ACK only our own dialog state is kept ([`crate::uas_dialog`]): rsipstack's
     /// dialog holds its transaction's event channel for its whole life (~18 KiB a session).
-    Established(UasDialog),
+    /// Boxed: entries sit in a hash map sized in powers of two.
+    Established(Box<UasDialog>),
 }
 
 /// Every server INVITE dialog of the endpoint, by id. All of them report their states on one
@@ -387,7 +388,7 @@ impl ServerInvite {
             self.source,
             sdp_answer.clone(),
         )?;
-        self.set_established(Some(state));
+        self.set_established(Some(Box::new(state)));
         if let Err(e) = self.dialog.accept(
             Some(vec![Header::ContentType("application/sdp".into())]),
             Some(sdp_answer),
@@ -409,7 +410,7 @@ impl ServerInvite {
         })
     }
 
-    fn set_established(&self, state: Option<UasDialog>) {
+    fn set_established(&self, state: Option<Box<UasDialog>>) {
         let id = self.dialog.id();
         if let Ok(mut entries) = self.shared.invite_dialogs.lock() {
             if let Some(InviteEntry {
@@ -528,7 +529,7 @@ impl InviteSession {
                         flow,
                     }) => {
                         events.send(DialogEvent::Terminated("UasBye".into())).ok();
-                        ByeFrom::Established(Box::new(state), flow)
+                        ByeFrom::Established(state, flow)
                     }
                     _ => ByeFrom::Gone,
                 },

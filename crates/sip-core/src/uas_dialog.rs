@@ -6,6 +6,7 @@
 use crate::endpoint::{ListenAddr, Source, Transport};
 use crate::error::SipError;
 use crate::headers::{header_value, header_values, NameAddr, RouteSet};
+use crate::params::header_param;
 use rsipstack::sip::uri::ParamsExt;
 use rsipstack::sip::{Method, Request};
 use std::net::SocketAddr;
@@ -30,10 +31,11 @@ pub(crate) enum InDialogAnswer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UasDialog {
     pub(crate) call_id: String,
-    /// Local URI with our tag: the INVITE's To plus the tag we put in the 2xx.
-    local: NameAddr,
-    /// Remote URI with the remote tag: the INVITE's From.
-    remote: NameAddr,
+    /// Local URI with our tag: the INVITE's To field value plus the tag we put in the 2xx
+    /// (text as received: never re-escaped).
+    local: String,
+    /// Remote URI with the remote tag: the INVITE's From field value.
+    remote: String,
     /// The INVITE's Contact URI (§12.1.1).
     remote_target: String,
     /// The INVITE's Record-Route, in order (§12.1.1).
@@ -61,17 +63,14 @@ impl UasDialog {
             header_value(&invite.headers, name).ok_or(SipError::WrongRequest(name))
         };
         let call_id = field("Call-ID")?;
-        let remote = NameAddr::parse(&field("From")?)
-            .map_err(|_| SipError::InvalidHeader("From".to_string()))?;
-        if tag_of(&remote).is_none() {
+        let remote = field("From")?;
+        if !matches!(header_param(&remote, "tag"), Some(t) if !t.is_empty()) {
             return Err(SipError::InvalidHeader("From".to_string()));
         }
-        let mut local = NameAddr::parse(&field("To")?)
-            .map_err(|_| SipError::InvalidHeader("To".to_string()))?;
-        if tag_of(&local).is_none() {
-            local
-                .params
-                .push(("tag".to_string(), Some(local_tag.to_string())));
+        let mut local = field("To")?;
+        if header_param(&local, "tag").is_none() {
+            local.push_str(";tag=");
+            local.push_str(local_tag);
         }
         let remote_target = NameAddr::parse_list(&field("Contact")?)
             .ok()
@@ -190,14 +189,6 @@ impl UasDialog {
     }
 }
 
-fn tag_of(party: &NameAddr) -> Option<&str> {
-    party
-        .params
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("tag"))
-        .and_then(|(_, v)| v.as_deref())
-}
-
 /// A route URI with the `lr` parameter (RFC 3261 §19.1.1) routes loosely.
 fn is_loose_router(uri: &str) -> bool {
     let without_headers = uri.split('?').next().unwrap_or_default();
@@ -260,8 +251,8 @@ mod tests {
     fn state_comes_from_the_invite() {
         let d = dialog("Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n");
         assert_eq!(d.call_id, "c1@test");
-        assert_eq!(tag_of(&d.local), Some("ours1"));
-        assert_eq!(tag_of(&d.remote), Some("al1"));
+        assert_eq!(header_param(&d.local, "tag").as_deref(), Some("ours1"));
+        assert_eq!(header_param(&d.remote, "tag").as_deref(), Some("al1"));
         assert_eq!(d.remote_target, "sip:alice@192.0.2.9:5080;transport=tcp");
         assert_eq!(d.route_set.0.len(), 2);
         assert_eq!((d.local_cseq, d.remote_cseq), (7, 7));
