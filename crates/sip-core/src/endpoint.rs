@@ -1,7 +1,9 @@
 //! The endpoint the binary drives: binds the listeners (UDP, TCP, TLS) behind the validation front, runs
 //! rsipstack's transaction and dialog layers, and turns every new server transaction into an
 //! [`IncomingRequest`] — except OPTIONS (answered here, RFC 3261 §11.2) and requests inside a
-//! known dialog (ACK, BYE, re-INVITE, handled by the dialog's own task).
+//! known dialog: rsipstack's dialogs (subscriptions, INVITE dialogs until their ACK) handle
+//! theirs, and an ACKed INVITE dialog is answered from sip-core's own state
+//! ([`crate::server_invite`]) before an unknown dialog gets 481.
 
 use crate::error::StartError;
 use crate::framing::Limits;
