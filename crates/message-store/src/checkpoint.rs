@@ -52,10 +52,11 @@ impl Checkpointer {
         // The checkpoint fsyncs the database file before the WAL may be reused (unless OFF).
         conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())?;
         let (stop, stopped) = mpsc::channel::<()>();
+        // Read here, not in the thread: commits made before it first runs must count as new.
+        let mut seen = writer.commits();
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || {
-                let mut seen = writer.commits();
                 let mut failing = false;
                 // Ends when the handle is dropped (Disconnected), never on a message.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
@@ -123,7 +124,10 @@ mod tests {
         }
         writer.committed(200, Duration::from_millis(1));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while db_len() == before && Instant::now() < deadline {
+        // The file grows during the checkpoint, the count after it: wait for both.
+        while (db_len() == before || counters.runs.load(Ordering::Relaxed) == 0)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(counters.runs.load(Ordering::Relaxed) >= 1);

@@ -67,6 +67,10 @@ pub enum StoreError {
     /// The writer thread could not be started.
     #[error("cannot start the store writer thread: {0}")]
     Thread(#[source] Arc<std::io::Error>),
+    /// The WAL could not be made durable (fsync failed, or the WAL could not be opened for it);
+    /// after a failed fsync no commit is acknowledged until the process restarts.
+    #[error("cannot make the store's WAL durable: {0}")]
+    WalSync(#[source] Arc<std::io::Error>),
     /// The writer thread or a read task has stopped; the store is unusable.
     #[error("store worker stopped")]
     WorkerGone,

@@ -35,6 +35,7 @@ mod row;
 mod schema;
 mod stats;
 mod store;
+mod wal_sync;
 mod writer;
 
 pub use config::{Limits, StoreConfig, Synchronous};

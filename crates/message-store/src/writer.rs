@@ -2,8 +2,9 @@
 //!
 //! Async callers send a job over a channel and await a oneshot. The thread takes the first
 //! queued job, collects more for up to `group_commit_max_rows` jobs or `group_commit_max_wait`,
-//! runs them all in one `BEGIN IMMEDIATE … COMMIT` (with the configured `synchronous`, FULL by
-//! default, so the COMMIT returns after the WAL fsync), and only then answers every caller.
+//! runs them all in one `BEGIN IMMEDIATE … COMMIT`, and answers every caller once the commit is
+//! as durable as configured: with `synchronous = FULL` (the default) after the WAL fsync, which
+//! runs on its own thread while the next batch executes (`wal_sync.rs`).
 //!
 //! Collecting stops early once the queue has stayed empty for `IDLE_GAP`: when every caller is
 //! already in the batch, waiting out `max_wait` would only add latency.
@@ -16,7 +17,6 @@
 //! profile). If SQLite instead abandons the whole transaction (it may on I/O errors or a full
 //! disk), the batch stops and every job in it gets the error.
 
-use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use crate::checkpoint::{CheckpointCounters, Checkpointer};
 use crate::config::{Limits, StoreConfig, Synchronous};
 use crate::error::StoreError;
 use crate::stats::WriterCounters;
+use crate::wal_sync::{self, Committed, WalSyncer};
 
 /// Stop collecting a batch when no job has arrived for this long.
 const IDLE_GAP: Duration = Duration::from_micros(100);
@@ -50,7 +51,7 @@ trait Job: Send {
 }
 
 /// A job's result waiting for the commit of its batch.
-trait Answer: Send {
+pub(crate) trait Answer: Send {
     /// Sends the result if the commit succeeded, else the commit error.
     fn send(self: Box<Self>, commit: Result<(), &StoreError>);
 }
@@ -117,14 +118,22 @@ impl Writer {
         let checkpoints = Arc::new(CheckpointCounters::default());
         let checkpointer =
             Checkpointer::start(config, Arc::clone(&counters), Arc::clone(&checkpoints))?;
+        let syncer = match config.synchronous {
+            Synchronous::Full => {
+                let wal = wal_sync::open_wal(&config.path)?;
+                // The sync thread makes commits durable; SQLite's COMMIT only appends.
+                conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma_value())?;
+                Some(WalSyncer::start(wal, Arc::clone(&counters))?)
+            }
+            Synchronous::Normal | Synchronous::Off => None,
+        };
         let batcher = Batcher {
             conn,
             queue,
             limits: config.limits.clone(),
             max_jobs: config.group_commit_max_rows.max(1),
             max_wait: config.group_commit_max_wait,
-            synchronous: config.synchronous,
-            level: Cell::new(config.synchronous),
+            syncer,
             counters: Arc::clone(&counters),
         };
         std::thread::Builder::new()
@@ -163,8 +172,9 @@ impl Writer {
     }
 
     /// Queues `work` whose result need not survive power loss (fetch claims, which are cleared
-    /// on open anyway). A batch made only of such jobs commits without the fsync; a later
-    /// durable commit's fsync covers its WAL frames too, as they precede it in the file.
+    /// on open anyway). A batch made only of such jobs is answered without waiting for an
+    /// fsync; a later durable commit's fsync covers its WAL frames too, as they precede it in
+    /// the file.
     pub(crate) async fn call_volatile<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&JobContext<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -213,27 +223,19 @@ struct Batcher {
     limits: Limits,
     max_jobs: usize,
     max_wait: Duration,
-    /// Configured durability.
-    synchronous: Synchronous,
-    /// `PRAGMA synchronous` in force on `conn` (lowered for claim-only batches).
-    level: Cell<Synchronous>,
+    /// Makes durable batches durable before their callers hear back (`synchronous = FULL`).
+    syncer: Option<WalSyncer>,
     counters: Arc<WriterCounters>,
 }
 
 impl Batcher {
     /// Sets `PRAGMA synchronous` for the next transaction (it cannot change inside one).
-    fn set_synchronous(&self, level: Synchronous) -> Result<(), StoreError> {
-        self.conn
-            .pragma_update(None, "synchronous", level.pragma_value())?;
-        Ok(())
-    }
-
     fn run(self) {
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_jobs);
         while let Ok(first) = self.queue.recv() {
             batch.push(first);
             self.collect(&mut batch);
-            self.commit(&mut batch);
+            self.run_batch(&mut batch);
         }
     }
 
@@ -261,31 +263,6 @@ impl Batcher {
     /// Commits the batch, at the durability its jobs need: a batch of volatile jobs only
     /// (claims) commits without the fsync. Durable jobs never run at a lower level than
     /// configured: if the level cannot be restored, they fail instead.
-    fn commit(&self, batch: &mut Vec<Box<dyn Job>>) {
-        let volatile = !batch.iter().any(|job| job.durable());
-        let wanted = if volatile {
-            Synchronous::Off
-        } else {
-            self.synchronous
-        };
-        if self.level.get() != wanted {
-            match self.set_synchronous(wanted) {
-                Ok(()) => self.level.set(wanted),
-                Err(error) if !volatile => {
-                    tracing::error!(%error, "store: cannot set synchronous; failing the batch");
-                    for job in batch.drain(..) {
-                        job.abort(error.clone());
-                    }
-                    return;
-                }
-                // A volatile batch may as well commit at the stronger level.
-                Err(_) => {}
-            }
-        }
-        self.run_batch(batch);
-    }
-
-    /// Runs the batch in one transaction and answers every job.
     fn run_batch(&self, batch: &mut Vec<Box<dyn Job>>) {
         let started = Instant::now();
         if let Err(e) = self
@@ -308,6 +285,7 @@ impl Batcher {
             limits: &self.limits,
         };
         let jobs = batch.len();
+        let durable = batch.iter().any(|job| job.durable());
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(jobs);
         let mut lost = None;
         for job in batch.drain(..) {
@@ -331,7 +309,17 @@ impl Batcher {
                 .map_err(StoreError::from),
         };
         match &commit {
-            Ok(()) => self.counters.committed(jobs, started.elapsed()),
+            Ok(()) => match &self.syncer {
+                Some(syncer) if durable => {
+                    syncer.submit(Committed {
+                        answers,
+                        jobs,
+                        started,
+                    });
+                    return;
+                }
+                _ => self.counters.committed(jobs, started.elapsed()),
+            },
             Err(error) => {
                 tracing::error!(%error, jobs, "store: commit failed; every job in it fails");
                 self.counters
@@ -355,21 +343,26 @@ impl Batcher {
 mod tests {
     use super::*;
     use crate::schema;
+    use crate::wal_sync::tests::{Gate, GatedWal};
 
-    fn batcher(dir: &std::path::Path) -> (Batcher, Sender<Box<dyn Job>>) {
+    /// A batcher whose WAL syncs wait for the test (`GatedWal`).
+    fn batcher(dir: &std::path::Path) -> (Batcher, Sender<Box<dyn Job>>, Gate) {
         let config = StoreConfig::new(dir.join("w.db"));
         let (jobs, queue) = mpsc::channel();
+        let counters = Arc::new(WriterCounters::new());
+        let conn = schema::open_writer(&config).unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        let (wal, gate) = GatedWal::new();
         let batcher = Batcher {
-            conn: schema::open_writer(&config).unwrap(),
+            conn,
             queue,
             limits: config.limits.clone(),
             max_jobs: 8,
             max_wait: Duration::ZERO,
-            synchronous: Synchronous::Full,
-            level: Cell::new(Synchronous::Full),
-            counters: Arc::new(WriterCounters::new()),
+            syncer: Some(WalSyncer::start(wal, Arc::clone(&counters)).unwrap()),
+            counters,
         };
-        (batcher, jobs)
+        (batcher, jobs, gate)
     }
 
     type Probe = (Box<dyn Job>, oneshot::Receiver<Result<i64, StoreError>>);
@@ -393,28 +386,37 @@ mod tests {
     }
 
     #[test]
-    fn claim_only_batches_skip_the_fsync_and_durable_ones_never_do() {
+    fn claim_only_batches_are_answered_at_commit_and_durable_ones_after_the_wal_fsync() {
         let dir = tempfile::tempdir().unwrap();
-        let (batcher, _jobs) = batcher(dir.path());
+        let (batcher, _jobs, gate) = batcher(dir.path());
         let run = |jobs: Vec<Probe>| {
             let (mut batch, answers): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-            batcher.commit(&mut batch);
+            batcher.run_batch(&mut batch);
             answers
-                .into_iter()
-                .map(|mut a| a.try_recv().unwrap().unwrap())
-                .collect::<Vec<_>>()
         };
-        // 0 = OFF, 2 = FULL.
-        assert_eq!(run(vec![probe(false), probe(false)]), vec![0, 0]);
-        assert_eq!(run(vec![probe(false), probe(true)]), vec![2, 2]);
-        assert_eq!(run(vec![probe(true)]), vec![2]);
+        // SQLite itself never syncs a commit (1 = NORMAL): the sync thread does.
+        for mut a in run(vec![probe(false), probe(false)]) {
+            assert_eq!(a.try_recv().unwrap().unwrap(), 1, "answered at commit");
+        }
+        assert!(gate.syncs.try_recv().is_err(), "no fsync for claims");
+        for durable in [vec![probe(false), probe(true)], vec![probe(true)]] {
+            let mut answers = run(durable);
+            gate.syncs.recv_timeout(Duration::from_secs(10)).unwrap();
+            for a in answers.iter_mut() {
+                assert!(a.try_recv().is_err(), "answered before the fsync");
+            }
+            gate.go.send(Ok(())).unwrap();
+            for a in answers {
+                assert_eq!(a.blocking_recv().unwrap().unwrap(), 1);
+            }
+        }
         assert_eq!(batcher.counters.snapshot().commits, 3);
     }
 
     #[test]
     fn collect_stops_at_max_jobs_and_when_the_queue_is_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let (batcher, jobs) = batcher(dir.path());
+        let (batcher, jobs, _gate) = batcher(dir.path());
         let mut answers = Vec::new();
         for _ in 0..10 {
             let (job, answer) = probe(true);
