@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::codec::{Decoded, MsrpDecoder, Rejection};
 use crate::endpoint::{Registry, RouteOutcome};
@@ -43,12 +43,24 @@ pub(crate) enum ConnCtl {
     Unbind(String),
 }
 
-/// A handle sessions keep to write on a connection and to leave it.
+/// A handle sessions keep to write on a connection and to leave it. The queues are
+/// futures-channel's: they allocate per queued item, where tokio's allocate room for 32 items
+/// (and a cache-padded header) per channel up front, and most connections sit idle.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
     pub write_tx: mpsc::Sender<WriterCmd>,
     pub ctl_tx: mpsc::UnboundedSender<ConnCtl>,
+}
+
+/// Waits for room in a bounded queue, then queues `item` (futures-channel's `send` without
+/// pulling in futures-util). Fails when the receiver is gone.
+pub(crate) async fn send_bounded<T>(
+    tx: &mut mpsc::Sender<T>,
+    item: T,
+) -> Result<(), mpsc::SendError> {
+    std::future::poll_fn(|cx| tx.poll_ready(cx)).await?;
+    tx.start_send(item)
 }
 
 /// The read half of a TCP or TLS stream.
@@ -88,7 +100,7 @@ fn spawn_halves(
     initial: Option<String>,
 ) -> ConnHandle {
     let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (ctl_tx, ctl_rx) = mpsc::unbounded();
     let handle = ConnHandle {
         id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
         write_tx,
@@ -101,28 +113,32 @@ fn spawn_halves(
 
 async fn writer(mut wr: WriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
     let mut batch = BytesMut::new();
-    while let Some(cmd) = rx.recv().await {
+    while let Ok(cmd) = rx.recv().await {
         let WriterCmd::Data(first) = cmd else {
             break;
         };
         // Everything already queued goes out in one write: a pipelining sender gets its 200s
         // (or a fetch its SENDs) with one syscall instead of one each.
         let mut close = false;
-        let data = if rx.is_empty() {
-            first
-        } else {
-            batch.extend_from_slice(&first);
-            while batch.len() < WRITE_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(WriterCmd::Data(b)) => batch.extend_from_slice(&b),
-                    Ok(WriterCmd::Close) => {
-                        close = true;
-                        break;
+        let data = match rx.try_recv() {
+            Err(_) => first,
+            Ok(second) => {
+                batch.extend_from_slice(&first);
+                let mut next = Some(second);
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        WriterCmd::Data(b) => batch.extend_from_slice(&b),
+                        WriterCmd::Close => {
+                            close = true;
+                            break;
+                        }
                     }
-                    Err(_) => break,
+                    if batch.len() < WRITE_BATCH_MAX {
+                        next = rx.try_recv().ok();
+                    }
                 }
+                batch.split().freeze()
             }
-            batch.split().freeze()
         };
         // TLS holds records until flushed; for TCP the flush is a no-op.
         if let Err(e) = async {
@@ -144,7 +160,7 @@ async fn writer(mut wr: WriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
 async fn reader(
     mut rd: ReadHalf,
     registry: Arc<Registry>,
-    me: ConnHandle,
+    mut me: ConnHandle,
     mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,
     initial: Option<String>,
 ) {
@@ -158,13 +174,13 @@ async fn reader(
     'conn: loop {
         tokio::select! {
             ctl = ctl_rx.recv() => match ctl {
-                Some(ConnCtl::Unbind(id)) => {
+                Ok(ConnCtl::Unbind(id)) => {
                     bound.remove(&id);
                     if bound.is_empty() {
                         break 'conn;
                     }
                 }
-                None => break 'conn,
+                Err(_) => break 'conn,
             },
             _ = tokio::time::sleep_until(bind_deadline), if bound.is_empty() => break 'conn,
             n = rd.read_buf(&mut buf) => {
@@ -182,9 +198,9 @@ async fn reader(
                     match decoder.decode() {
                         Ok(None) => break,
                         Ok(Some(Decoded::Frame(frame))) => {
-                            route(&registry, &me, &mut bound, frame).await;
+                            route(&registry, &mut me, &mut bound, frame).await;
                         }
-                        Ok(Some(Decoded::Rejected(r))) => reject(&registry, &me, &bound, r).await,
+                        Ok(Some(Decoded::Rejected(r))) => reject(&registry, &mut me, &bound, r).await,
                         Err(fatal) => {
                             tracing::debug!(reason = fatal.reason, "MSRP stream broken, closing");
                             if let Some(tid) = fatal.transaction_id {
@@ -195,7 +211,7 @@ async fn reader(
                                     body: None,
                                     flag: EndFlag::Complete,
                                 };
-                                let _ = me.write_tx.send(WriterCmd::Data(f.to_bytes())).await;
+                                let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(f.to_bytes())).await;
                             }
                             break 'conn;
                         }
@@ -204,7 +220,7 @@ async fn reader(
             }
         }
     }
-    let _ = me.write_tx.send(WriterCmd::Close).await;
+    let _ = send_bounded(&mut me.write_tx, WriterCmd::Close).await;
     for id in bound {
         registry.connection_lost(&id, me.id).await;
     }
@@ -216,7 +232,7 @@ fn addressed_uri(frame: &Frame) -> Option<MsrpUri> {
     frame.to_path().ok().and_then(|p| p.into_iter().next())
 }
 
-async fn respond(me: &ConnHandle, request: &Frame, code: u16) {
+async fn respond(me: &mut ConnHandle, request: &Frame, code: u16) {
     if request.method().is_none() {
         return; // Responses and broken responses are never answered.
     }
@@ -231,14 +247,19 @@ async fn respond(me: &ConnHandle, request: &Frame, code: u16) {
             body: None,
             flag: EndFlag::Complete,
         };
-        let _ = me.write_tx.send(WriterCmd::Data(f.to_bytes())).await;
+        let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(f.to_bytes())).await;
         return;
     };
     let resp = request.response_to(code, None, &local);
-    let _ = me.write_tx.send(WriterCmd::Data(resp.to_bytes())).await;
+    let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(resp.to_bytes())).await;
 }
 
-async fn route(registry: &Registry, me: &ConnHandle, bound: &mut HashSet<String>, frame: Frame) {
+async fn route(
+    registry: &Registry,
+    me: &mut ConnHandle,
+    bound: &mut HashSet<String>,
+    frame: Frame,
+) {
     let session_id = match frame.to_path() {
         Ok(p) => p.into_iter().next().and_then(|u| u.session_id),
         Err(_) => None,
@@ -258,7 +279,7 @@ async fn route(registry: &Registry, me: &ConnHandle, bound: &mut HashSet<String>
     }
 }
 
-async fn reject(registry: &Registry, me: &ConnHandle, bound: &HashSet<String>, r: Rejection) {
+async fn reject(registry: &Registry, me: &mut ConnHandle, bound: &HashSet<String>, r: Rejection) {
     tracing::debug!(status = r.status, reason = r.reason, "MSRP frame rejected");
     // Let the session drop what it held of that message.
     if let (Some(sid), Some(mid)) = (
@@ -306,17 +327,16 @@ mod tests {
     #[tokio::test]
     async fn queued_writes_leave_in_one_write_in_order_and_close_ends_after_them() {
         let rec = Recorder::default();
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (mut tx, rx) = mpsc::channel(WRITE_QUEUE);
         for part in [
             "MSRP a 200 OK\r\n",
             "MSRP b 200 OK\r\n",
             "MSRP c 200 OK\r\n",
         ] {
-            tx.send(WriterCmd::Data(Bytes::from(part))).await.unwrap();
+            tx.try_send(WriterCmd::Data(Bytes::from(part))).unwrap();
         }
-        tx.send(WriterCmd::Close).await.unwrap();
-        tx.send(WriterCmd::Data(Bytes::from_static(b"after close")))
-            .await
+        tx.try_send(WriterCmd::Close).unwrap();
+        tx.try_send(WriterCmd::Data(Bytes::from_static(b"after close")))
             .unwrap();
         writer(Box::new(rec.clone()), rx).await;
         let writes = rec.0.lock().unwrap().clone();
@@ -330,9 +350,8 @@ mod tests {
     #[tokio::test]
     async fn a_lone_write_is_sent_as_it_is() {
         let rec = Recorder::default();
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        tx.send(WriterCmd::Data(Bytes::from_static(b"one")))
-            .await
+        let (mut tx, rx) = mpsc::channel(WRITE_QUEUE);
+        tx.try_send(WriterCmd::Data(Bytes::from_static(b"one")))
             .unwrap();
         drop(tx);
         writer(Box::new(rec.clone()), rx).await;

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_channel::mpsc;
 use tokio::net::TcpSocket;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::codec::DecoderLimits;
-use crate::connection::{self, ConnHandle};
+use crate::connection::{self, send_bounded, ConnHandle};
 use crate::frame::Frame;
 use crate::ids;
 use crate::session::{self, MsrpSession, SessionInput};
@@ -118,10 +118,11 @@ impl Registry {
                 None => return RouteOutcome::Delivered { newly_bound: false },
             }
         };
+        let mut inbox = inbox;
         if newly_bound {
-            let _ = inbox.send(SessionInput::Bind(conn.clone())).await;
+            let _ = send_bounded(&mut inbox, SessionInput::Bind(conn.clone())).await;
         }
-        let _ = inbox.send(SessionInput::Frame(Box::new(frame))).await;
+        let _ = send_bounded(&mut inbox, SessionInput::Frame(Box::new(frame))).await;
         RouteOutcome::Delivered { newly_bound }
     }
 
@@ -145,19 +146,19 @@ impl Registry {
     }
 
     pub(crate) async fn connection_lost(&self, session_id: &str, conn_id: u64) {
-        let inbox = match self.lock().get(session_id) {
+        let mut inbox = match self.lock().get(session_id) {
             Some(e) if e.bound == Some(conn_id) => e.inbox.clone(),
             _ => return,
         };
-        let _ = inbox.send(SessionInput::ConnectionLost(conn_id)).await;
+        let _ = send_bounded(&mut inbox, SessionInput::ConnectionLost(conn_id)).await;
     }
 
     pub(crate) async fn discard_message(&self, session_id: &str, message_id: String) {
-        let inbox = match self.lock().get(session_id) {
+        let mut inbox = match self.lock().get(session_id) {
             Some(e) => e.inbox.clone(),
             None => return,
         };
-        let _ = inbox.send(SessionInput::Discard(message_id)).await;
+        let _ = send_bounded(&mut inbox, SessionInput::Discard(message_id)).await;
     }
 }
 

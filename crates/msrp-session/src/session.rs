@@ -6,17 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use futures_channel::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::connection::{self, ConnCtl, ConnHandle, WriterCmd};
+use crate::connection::{self, send_bounded, ConnCtl, ConnHandle, WriterCmd};
 use crate::endpoint::Registry;
 use crate::frame::Frame;
 use crate::sdp::SetupRole;
 use crate::session_core::{CoreConfig, CoreEvent, Received, SessionCore, BIND_SEND};
 use crate::uri::MsrpUri;
 
-/// Inbound frames a session buffers before its connection waits.
+/// Inbound frames a session buffers before its connection waits (futures-channel adds one
+/// slot per sender: the registry's and each connection routing to it at that moment).
 pub(crate) const INBOX_CAPACITY: usize = 256;
 const EVENT_CAPACITY: usize = 64;
 
@@ -37,8 +39,8 @@ pub enum SessionEvent {
     /// The connection is bound (passive: first request arrived; active: our bind SEND
     /// was answered 200).
     Bound,
-    /// A complete message; answer it through `responder`. Boxed: events wait in a bounded
-    /// channel whose buffer is sized by the largest variant, one per session.
+    /// A complete message; answer it through `responder`. Boxed: each queued event is
+    /// allocated at the size of the largest variant.
     Message(Box<IncomingMessage>),
     /// The session ended; no more events follow.
     Closed(CloseReason),
@@ -68,7 +70,7 @@ pub struct IncomingMessage {
 /// unanswered, it answers 500.
 #[derive(Debug)]
 pub struct MessageResponder {
-    cmd: mpsc::UnboundedSender<Box<Command>>,
+    cmd: mpsc::UnboundedSender<Command>,
     answer: Option<Box<Answer>>,
 }
 
@@ -92,7 +94,7 @@ impl MessageResponder {
 
     fn finish(&mut self, status: u16) {
         if let Some(answer) = self.answer.take() {
-            let _ = self.cmd.send(Box::new(Command::Respond { answer, status }));
+            let _ = self.cmd.unbounded_send(Command::Respond { answer, status });
         }
     }
 }
@@ -141,15 +143,13 @@ pub enum StartError {
 #[derive(Debug)]
 pub(crate) enum SessionInput {
     Bind(ConnHandle),
-    /// Boxed so that each session's inbox buffer stays small (it is sized by the largest
-    /// variant, and most sessions sit idle).
+    /// Boxed: each queued input is allocated at the size of the largest variant.
     Frame(Box<Frame>),
     ConnectionLost(u64),
     Discard(String),
 }
 
-/// Sent boxed: the unbounded channel allocates room for 32 of its items per session up front,
-/// and most sessions sit idle.
+/// What the application asks of a session task.
 #[derive(Debug)]
 enum Command {
     Start {
@@ -172,7 +172,7 @@ enum Command {
 /// A cloneable handle for sending on a session while another task reads its events.
 #[derive(Debug, Clone)]
 pub struct MsrpSender {
-    cmd: mpsc::UnboundedSender<Box<Command>>,
+    cmd: mpsc::UnboundedSender<Command>,
 }
 
 impl MsrpSender {
@@ -189,11 +189,11 @@ impl MsrpSender {
         let (reply, rx) = oneshot::channel();
         let queued = self
             .cmd
-            .send(Box::new(Command::Send {
+            .unbounded_send(Command::Send {
                 content_type: content_type.to_string(),
                 body,
                 reply,
-            }))
+            })
             .map_err(|_| SendError::Closed);
         async move {
             queued?;
@@ -242,18 +242,18 @@ impl MsrpSession {
         let (reply, rx) = oneshot::channel();
         self.sender
             .cmd
-            .send(Box::new(Command::Start {
+            .unbounded_send(Command::Start {
                 remote_path,
                 role,
                 reply,
-            }))
+            })
             .map_err(|_| StartError::State)?;
         rx.await.unwrap_or(Err(StartError::State))
     }
 
     /// The next event; `None` after `Closed` was delivered.
     pub async fn next_event(&mut self) -> Option<SessionEvent> {
-        self.events.recv().await
+        self.events.recv().await.ok()
     }
 
     /// See [`MsrpSender::send`] (queued at call time).
@@ -272,13 +272,13 @@ impl MsrpSession {
 
     /// End the session; its connection closes when no other session uses it.
     pub fn close(&self) {
-        let _ = self.sender.cmd.send(Box::new(Command::Close));
+        let _ = self.sender.cmd.unbounded_send(Command::Close);
     }
 }
 
 impl Drop for MsrpSession {
     fn drop(&mut self) {
-        let _ = self.sender.cmd.send(Box::new(Command::Close));
+        let _ = self.sender.cmd.unbounded_send(Command::Close);
     }
 }
 
@@ -288,7 +288,7 @@ pub(crate) fn spawn(
     registry: Arc<Registry>,
     inbox: mpsc::Receiver<SessionInput>,
 ) -> MsrpSession {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded();
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
     let cfg = &registry.config;
     let core = SessionCore::new(
@@ -332,7 +332,7 @@ struct SessionTask {
     /// Passive sessions close when no connection binds them by then.
     bind_deadline: Instant,
     registry: Arc<Registry>,
-    cmd_tx: mpsc::UnboundedSender<Box<Command>>,
+    cmd_tx: mpsc::UnboundedSender<Command>,
     events: mpsc::Sender<SessionEvent>,
     replies: HashMap<u64, oneshot::Sender<Result<(), SendError>>>,
     bind_reply: Option<oneshot::Sender<Result<(), StartError>>>,
@@ -347,37 +347,51 @@ fn now_std() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// What woke a session task; handled after the `select!` so that its branch futures are
+/// gone by then (the task's future is then sized by the largest handler, not by the sum).
+enum Wake {
+    Input(Option<SessionInput>),
+    Command(Option<Command>),
+    /// The connection's write queue has room (or is gone).
+    Writable(bool),
+    Timer,
+}
+
 impl SessionTask {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<SessionInput>,
-        mut cmds: mpsc::UnboundedReceiver<Box<Command>>,
+        mut cmds: mpsc::UnboundedReceiver<Command>,
     ) {
         let reason = loop {
-            let writer = self.conn.as_ref().map(|c| c.write_tx.clone());
-            let want_write = writer.is_some() && self.core.has_output();
+            let want_write = self.conn.is_some() && self.core.has_output();
             let deadline = self.next_deadline();
-            let flow = tokio::select! {
-                input = inbox.recv() => match input {
-                    Some(i) => self.on_input(i).await,
-                    None => Flow::End(CloseReason::Local),
-                },
-                cmd = cmds.recv() => match cmd {
-                    Some(c) => self.on_command(*c).await,
-                    None => Flow::End(CloseReason::Local),
-                },
-                permit = reserve(writer.as_ref()), if want_write => match permit {
-                    Some(p) => {
-                        if let Some(b) = self.core.pop_output() {
-                            p.send(WriterCmd::Data(b));
+            let writer = self.conn.as_mut().map(|c| &mut c.write_tx);
+            let wake = tokio::select! {
+                input = inbox.recv() => Wake::Input(input.ok()),
+                cmd = cmds.recv() => Wake::Command(cmd.ok()),
+                ready = write_room(writer), if want_write => Wake::Writable(ready),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
+            };
+            let flow = match wake {
+                Wake::Input(Some(i)) => self.on_input(i).await,
+                Wake::Command(Some(c)) => self.on_command(c).await,
+                Wake::Input(None) | Wake::Command(None) => Flow::End(CloseReason::Local),
+                Wake::Writable(true) => {
+                    if let (Some(c), Some(b)) = (self.conn.as_mut(), self.core.pop_output()) {
+                        // Room was just reported for this sender: this cannot fail for lack
+                        // of it, only when the connection is gone.
+                        if c.write_tx.start_send(WriterCmd::Data(b)).is_err() {
+                            Flow::End(CloseReason::ConnectionLost)
+                        } else {
+                            Flow::Continue
                         }
+                    } else {
                         Flow::Continue
                     }
-                    None => Flow::End(CloseReason::ConnectionLost),
-                },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_timer().await
                 }
+                Wake::Writable(false) => Flow::End(CloseReason::ConnectionLost),
+                Wake::Timer => self.on_timer().await,
             };
             if let Flow::End(reason) = flow {
                 break reason;
@@ -406,7 +420,7 @@ impl SessionTask {
     }
 
     async fn emit(&mut self, ev: SessionEvent) {
-        let _ = self.events.send(ev).await;
+        let _ = send_bounded(&mut self.events, ev).await;
     }
 
     async fn on_core_event(&mut self, ev: CoreEvent) {
@@ -496,7 +510,9 @@ impl SessionTask {
                     SetupRole::Passive => {
                         let _ = reply.send(Ok(()));
                     }
-                    SetupRole::Active => self.connect(&remote_path, reply).await,
+                    // Boxed: connecting (TCP, TLS handshake) is the largest state of the task
+                    // and only active sessions take it; the rest should not carry its size.
+                    SetupRole::Active => Box::pin(self.connect(&remote_path, reply)).await,
                 }
             }
             Command::Send {
@@ -542,7 +558,7 @@ impl SessionTask {
             }
         };
         if !self.registry.bind_active(&self.id, conn.id) {
-            let _ = conn.ctl_tx.send(ConnCtl::Unbind(self.id.clone()));
+            let _ = conn.ctl_tx.unbounded_send(ConnCtl::Unbind(self.id.clone()));
             let _ = reply.send(Err(StartError::State));
             return;
         }
@@ -587,9 +603,12 @@ impl SessionTask {
     async fn shutdown(mut self, reason: CloseReason) {
         // Flush what is queued (final responses) on a clean local close.
         if reason == CloseReason::Local {
-            if let Some(c) = &self.conn {
+            if let Some(c) = &mut self.conn {
                 while let Some(b) = self.core.pop_output() {
-                    if c.write_tx.send(WriterCmd::Data(b)).await.is_err() {
+                    if send_bounded(&mut c.write_tx, WriterCmd::Data(b))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -608,15 +627,17 @@ impl SessionTask {
         }
         self.registry.remove(&self.id);
         if let Some(c) = &self.conn {
-            let _ = c.ctl_tx.send(ConnCtl::Unbind(self.id.clone()));
+            let _ = c.ctl_tx.unbounded_send(ConnCtl::Unbind(self.id.clone()));
         }
-        let _ = self.events.send(SessionEvent::Closed(reason)).await;
+        let _ = send_bounded(&mut self.events, SessionEvent::Closed(reason)).await;
     }
 }
 
-async fn reserve(w: Option<&mpsc::Sender<WriterCmd>>) -> Option<mpsc::Permit<'_, WriterCmd>> {
+/// Resolves when the connection's write queue has room for one more frame (true) or the
+/// connection is gone (false); pending forever without a connection.
+async fn write_room(w: Option<&mut mpsc::Sender<WriterCmd>>) -> bool {
     match w {
-        Some(w) => w.reserve().await.ok(),
+        Some(w) => std::future::poll_fn(|cx| w.poll_ready(cx)).await.is_ok(),
         None => std::future::pending().await,
     }
 }
