@@ -542,9 +542,13 @@ impl InviteSession {
             },
             Err(_) => ByeFrom::Gone,
         };
+        // Boxed: a client transaction's future is ~6 KiB, and every caller's future (the task
+        // holding a session for its whole life) would otherwise reserve room for it.
         match found {
-            ByeFrom::Answering(dialog) => Ok(dialog.bye().await?),
-            ByeFrom::Established(state, flow) => send_bye(&self.shared, *state, flow).await,
+            ByeFrom::Answering(dialog) => Ok(Box::pin(dialog.bye()).await?),
+            ByeFrom::Established(state, flow) => {
+                Box::pin(send_bye(&self.shared, *state, flow)).await
+            }
             ByeFrom::Gone => Ok(()),
         }
     }
