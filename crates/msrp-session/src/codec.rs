@@ -191,6 +191,11 @@ impl MsrpDecoder {
             self.broken = true;
             self.buf.clear();
         }
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Let go of an emptied buffer: it shares its allocation with the frames cut from
+            // it and would keep the last read's bytes alive while the connection idles.
+            self.buf = BytesMut::new();
+        }
         r
     }
 
@@ -609,6 +614,21 @@ mod tests {
             }
         }
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn an_emptied_buffer_is_let_go_while_a_frame_cut_from_it_lives() {
+        let mut d = MsrpDecoder::default();
+        d.feed(&send("keep1234", b"body"));
+        let frame = match d.decode() {
+            Ok(Some(Decoded::Frame(f))) => f,
+            other => panic!("expected the frame, got {other:?}"),
+        };
+        assert!(d.decode().expect("no error").is_none());
+        assert_eq!(d.buf.capacity(), 0, "no allocation held while idle");
+        assert_eq!(frame.body_bytes(), b"body", "the frame's bytes are its own");
+        d.feed(&send("next1234", b"more"));
+        assert!(matches!(d.decode(), Ok(Some(Decoded::Frame(f))) if f.body_bytes() == b"more"));
     }
 
     #[test]

@@ -1,42 +1,46 @@
-//! One TCP or TLS connection: a reader task that frames the inbound stream and routes each frame
-//! to the session named by its To-Path (binding a connection to a session on its first
-//! request, RFC 4975 §5.4: unknown session 481, bound elsewhere 506), and a writer task
-//! that owns the write half, so reading never waits for a slow write.
+//! One TCP or TLS connection, run by one task: it frames the inbound stream and routes each
+//! frame to the session named by its To-Path (binding a connection to a session on its first
+//! request, RFC 4975 §5.4: unknown session 481, bound elsewhere 506), and it writes what the
+//! sessions queue for it. Reading never waits for a slow write, and writing never waits for a
+//! session slow to take its frames: a frame waiting for room in its session's inbox only
+//! pauses reading. One task instead of a reader and a writer, and no read buffer while the
+//! socket has nothing to read: most connections carry one idle session.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use crate::codec::{Decoded, MsrpDecoder, Rejection};
 use crate::endpoint::{Registry, RouteOutcome};
 use crate::frame::{EndFlag, Frame, StartLine};
+use crate::session::SessionInput;
 use crate::uri::MsrpUri;
 
-/// First capacity of a connection's read buffer.
+/// First size of a connection's read buffer.
 const READ_BUF_MIN: usize = 2 * 1024;
-/// Largest capacity it grows to (one read syscall moves at most this much).
+/// Largest size it grows to (one read syscall moves at most this much).
 const READ_BUF_MAX: usize = 16 * 1024;
 
-/// Frames queued to the writer task at most.
+/// Frames queued to a connection by its sessions at most (futures-channel adds one slot per
+/// sender).
 const WRITE_QUEUE: usize = 64;
 /// Queued writes are joined up to about this many bytes per syscall.
 const WRITE_BATCH_MAX: usize = 64 * 1024;
+/// Responses the connection makes itself (400, 481, 506) waiting to be written; reading pauses
+/// at this many.
+const OWN_QUEUE: usize = 64;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// What the writer task is told.
-#[derive(Debug)]
-pub(crate) enum WriterCmd {
-    Data(Bytes),
-    Close,
-}
-
-/// What the reader task is told.
+/// What a connection is told besides writing.
 #[derive(Debug)]
 pub(crate) enum ConnCtl {
     /// A session on this connection ended; close when none is left.
@@ -49,7 +53,7 @@ pub(crate) enum ConnCtl {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
-    pub write_tx: mpsc::Sender<WriterCmd>,
+    pub write_tx: mpsc::Sender<Bytes>,
     pub ctl_tx: mpsc::UnboundedSender<ConnCtl>,
 }
 
@@ -63,12 +67,123 @@ pub(crate) async fn send_bounded<T>(
     tx.start_send(item)
 }
 
-/// The read half of a TCP or TLS stream.
-type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// Inputs on their way to one session's inbox (a bind before its first frame), held by the
+/// connection while the inbox is full.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    inbox: mpsc::Sender<SessionInput>,
+    items: [Option<SessionInput>; 2],
+}
+
+impl Delivery {
+    pub(crate) fn new(inbox: mpsc::Sender<SessionInput>, first: SessionInput) -> Self {
+        Delivery {
+            inbox,
+            items: [Some(first), None],
+        }
+    }
+
+    pub(crate) fn then(mut self, next: SessionInput) -> Self {
+        self.items[1] = Some(next);
+        self
+    }
+
+    /// Queues the inputs in order as room appears; ready when all are queued or the session
+    /// is gone (they are then dropped).
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for slot in &mut self.items {
+            if slot.is_none() {
+                continue;
+            }
+            match self.inbox.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    if let Some(input) = slot.take() {
+                        let _ = self.inbox.start_send(input);
+                    }
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+
+    pub(crate) async fn send(mut self) {
+        std::future::poll_fn(|cx| self.poll_send(cx)).await;
+    }
+}
+
+/// The read half of a connection. Plain TCP waits for readiness before it takes a buffer, so an
+/// idle connection holds none; a TLS stream reads into one (rustls buffers anyway).
+enum ReadSide {
+    Tcp(OwnedReadHalf),
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl ReadSide {
+    /// One read into `buf`'s buffer; `Ok(0)` at end of stream. Cancel-safe.
+    async fn read(&mut self, buf: &mut ReadBuffer) -> io::Result<usize> {
+        match self {
+            ReadSide::Tcp(rd) => loop {
+                rd.readable().await?;
+                match rd.try_read_buf(buf.for_read()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.release(),
+                    r => return r,
+                }
+            },
+            ReadSide::Stream(rd) => rd.read_buf(buf.for_read()).await,
+        }
+    }
+}
+
 /// The write half of a TCP or TLS stream.
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Start the tasks for an accepted or connected TCP stream (`msrp` URIs). `initial` sessions
+/// A read buffer that grows while reads fill it (up to `READ_BUF_MAX`) and is let go after a
+/// read that did not fill it: the socket was drained, and an idle connection should not keep
+/// kilobytes it may not need for minutes.
+#[derive(Debug)]
+struct ReadBuffer {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl ReadBuffer {
+    fn new() -> Self {
+        ReadBuffer {
+            buf: BytesMut::new(),
+            size: READ_BUF_MIN,
+        }
+    }
+
+    /// The buffer to read into, allocated at the current size when none is held.
+    fn for_read(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(self.size);
+        }
+        &mut self.buf
+    }
+
+    /// Hands the bytes read to `take`, then grows or lets go of the buffer.
+    fn consume(&mut self, take: impl FnOnce(&[u8])) {
+        take(&self.buf);
+        if self.buf.len() < self.buf.capacity() {
+            self.release();
+        } else {
+            self.buf.clear();
+            if self.size < READ_BUF_MAX {
+                self.size = (self.size * 2).min(READ_BUF_MAX);
+                self.release();
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+    }
+}
+
+/// Start the task for an accepted or connected TCP stream (`msrp` URIs). `initial` sessions
 /// are bound from the start (the active side's own session).
 pub(crate) fn spawn(
     stream: TcpStream,
@@ -77,7 +192,7 @@ pub(crate) fn spawn(
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    spawn_halves(Box::new(rd), Box::new(wr), registry, initial)
+    spawn_halves(ReadSide::Tcp(rd), Box::new(wr), false, registry, initial)
 }
 
 /// Like [`spawn`] for a stream after its TLS handshake (`msrps` URIs, RFC 4975 §14.2).
@@ -90,12 +205,19 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    spawn_halves(Box::new(rd), Box::new(wr), registry, initial)
+    spawn_halves(
+        ReadSide::Stream(Box::new(rd)),
+        Box::new(wr),
+        true,
+        registry,
+        initial,
+    )
 }
 
 fn spawn_halves(
-    rd: ReadHalf,
+    rd: ReadSide,
     wr: WriteHalf,
+    flush: bool,
     registry: Arc<Registry>,
     initial: Option<String>,
 ) -> ConnHandle {
@@ -106,124 +228,293 @@ fn spawn_halves(
         write_tx,
         ctl_tx,
     };
-    tokio::spawn(writer(wr, write_rx));
-    tokio::spawn(reader(rd, registry, handle.clone(), ctl_rx, initial));
+    let conn = Box::new(Connection {
+        decoder: MsrpDecoder::new(registry.config.limits),
+        registry,
+        me: handle.clone(),
+        bound: initial.into_iter().collect(),
+        own: VecDeque::new(),
+        delivery: None,
+        closing: false,
+    });
+    tokio::spawn(conn.run(
+        Io {
+            rd,
+            wr,
+            flush_after_write: flush,
+        },
+        write_rx,
+        ctl_rx,
+    ));
     handle
 }
 
-async fn writer(mut wr: WriteHalf, mut rx: mpsc::Receiver<WriterCmd>) {
-    let mut batch = BytesMut::new();
-    while let Ok(cmd) = rx.recv().await {
-        let WriterCmd::Data(first) = cmd else {
-            break;
-        };
-        // Everything already queued goes out in one write: a pipelining sender gets its 200s
-        // (or a fetch its SENDs) with one syscall instead of one each.
-        let mut close = false;
-        let data = match rx.try_recv() {
-            Err(_) => first,
-            Ok(second) => {
-                batch.extend_from_slice(&first);
-                let mut next = Some(second);
-                while let Some(cmd) = next.take() {
-                    match cmd {
-                        WriterCmd::Data(b) => batch.extend_from_slice(&b),
-                        WriterCmd::Close => {
-                            close = true;
-                            break;
-                        }
-                    }
-                    if batch.len() < WRITE_BATCH_MAX {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                batch.split().freeze()
-            }
-        };
-        // TLS holds records until flushed; for TCP the flush is a no-op.
-        if let Err(e) = async {
-            wr.write_all(&data).await?;
-            wr.flush().await
-        }
-        .await
-        {
-            tracing::debug!(error = %e, "MSRP write failed");
-            break;
-        }
-        if close {
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
+/// The stream and how to finish a write on it.
+struct Io {
+    rd: ReadSide,
+    wr: WriteHalf,
+    /// TLS holds records until flushed; for TCP a flush is a no-op and is skipped.
+    flush_after_write: bool,
 }
 
-async fn reader(
-    mut rd: ReadHalf,
+/// The state of one connection's task (boxed: by value an async fn holds it twice).
+struct Connection {
     registry: Arc<Registry>,
-    mut me: ConnHandle,
-    mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,
-    initial: Option<String>,
-) {
-    let mut decoder = MsrpDecoder::new(registry.config.limits);
-    let mut bound: HashSet<String> = initial.into_iter().collect();
-    // Starts small (most connections carry one idle session) and doubles while reads fill it.
-    let mut buf = BytesMut::with_capacity(READ_BUF_MIN);
-    // A connection that binds no session in time is dropped (RFC 4975 §5.4 binds on the
-    // first request; an idle socket binds nothing).
-    let bind_deadline = tokio::time::Instant::now() + registry.config.bind_timeout;
-    'conn: loop {
-        tokio::select! {
-            ctl = ctl_rx.recv() => match ctl {
-                Ok(ConnCtl::Unbind(id)) => {
-                    bound.remove(&id);
-                    if bound.is_empty() {
-                        break 'conn;
+    /// Given to sessions this connection binds.
+    me: ConnHandle,
+    decoder: MsrpDecoder,
+    bound: HashSet<String>,
+    /// Our own responses, written before what sessions queue.
+    own: VecDeque<Bytes>,
+    /// Inputs waiting for room in a session's inbox; reading pauses meanwhile.
+    delivery: Option<Delivery>,
+    /// The stream is broken or the connection is done: stop reading and routing.
+    closing: bool,
+}
+
+/// What woke the connection's task.
+enum Wake {
+    Ctl(Option<ConnCtl>),
+    Queued(Option<Bytes>),
+    Wrote(io::Result<usize>),
+    Delivered,
+    Read(io::Result<usize>),
+    BindTimeout,
+}
+
+impl Connection {
+    async fn run(
+        mut self: Box<Self>,
+        mut io: Io,
+        mut write_rx: mpsc::Receiver<Bytes>,
+        mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,
+    ) {
+        let mut buf = ReadBuffer::new();
+        // What is being written: our own responses or queued frames, joined.
+        let mut out = Bytes::new();
+        let mut flushing = false;
+        // A connection that binds no session in time is dropped (RFC 4975 §5.4 binds on the
+        // first request; an idle socket binds nothing).
+        let bind_deadline = tokio::time::Instant::now() + self.registry.config.bind_timeout;
+        while !self.closing {
+            if out.is_empty() && !flushing {
+                out = next_write(&mut self.own, &mut write_rx, None);
+            }
+            let can_read = self.delivery.is_none() && self.own.len() < OWN_QUEUE;
+            let writing = !out.is_empty() || flushing;
+            let wake = tokio::select! {
+                ctl = ctl_rx.recv() => Wake::Ctl(ctl.ok()),
+                cmd = write_rx.recv(), if !writing => Wake::Queued(cmd.ok()),
+                r = write_some(&mut io.wr, &out), if writing => Wake::Wrote(r),
+                () = deliver(&mut self.delivery), if self.delivery.is_some() => Wake::Delivered,
+                r = io.rd.read(&mut buf), if can_read => Wake::Read(r),
+                () = tokio::time::sleep_until(bind_deadline), if self.bound.is_empty() => Wake::BindTimeout,
+            };
+            match wake {
+                Wake::Ctl(Some(ConnCtl::Unbind(id))) => {
+                    self.bound.remove(&id);
+                    self.closing = self.bound.is_empty();
+                }
+                Wake::Ctl(None) | Wake::BindTimeout => self.closing = true,
+                // Every handle is gone (never while a session or this task holds one).
+                Wake::Queued(None) => self.closing = true,
+                Wake::Queued(Some(first)) => {
+                    out = next_write(&mut self.own, &mut write_rx, Some(first));
+                }
+                Wake::Wrote(Ok(n)) if n > 0 || out.is_empty() => {
+                    if out.is_empty() {
+                        flushing = false;
+                    } else {
+                        out.advance(n);
+                        flushing = out.is_empty() && io.flush_after_write;
                     }
                 }
-                Err(_) => break 'conn,
-            },
-            _ = tokio::time::sleep_until(bind_deadline), if bound.is_empty() => break 'conn,
-            n = rd.read_buf(&mut buf) => {
-                match n {
-                    Ok(0) | Err(_) => break 'conn,
-                    Ok(_) => {}
-                }
-                decoder.feed(&buf);
-                let filled = buf.len() == buf.capacity();
-                buf.clear();
-                if filled && buf.capacity() < READ_BUF_MAX {
-                    buf.reserve(buf.capacity() * 2);
-                }
-                loop {
-                    match decoder.decode() {
-                        Ok(None) => break,
-                        Ok(Some(Decoded::Frame(frame))) => {
-                            route(&registry, &mut me, &mut bound, frame).await;
-                        }
-                        Ok(Some(Decoded::Rejected(r))) => reject(&registry, &mut me, &bound, r).await,
-                        Err(fatal) => {
-                            tracing::debug!(reason = fatal.reason, "MSRP stream broken, closing");
-                            if let Some(tid) = fatal.transaction_id {
-                                let f = Frame {
-                                    transaction_id: tid,
-                                    start: StartLine::Response { code: fatal.status, comment: Some("Bad Request".into()) },
-                                    headers: Vec::new(),
-                                    body: None,
-                                    flag: EndFlag::Complete,
-                                };
-                                let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(f.to_bytes())).await;
-                            }
-                            break 'conn;
-                        }
+                Wake::Wrote(r) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "MSRP write failed");
                     }
+                    out.clear();
+                    self.closing = true;
+                }
+                Wake::Delivered => {
+                    self.delivery = None;
+                    self.decode();
+                }
+                Wake::Read(Ok(n)) if n > 0 => {
+                    buf.consume(|bytes| self.decoder.feed(bytes));
+                    self.decode();
+                }
+                Wake::Read(_) => self.closing = true,
+            }
+        }
+        self.finish(io, out, write_rx).await;
+    }
+
+    /// Frames decoded and routed until the decoder needs more bytes or a frame waits for
+    /// room in its session's inbox.
+    fn decode(&mut self) {
+        while self.delivery.is_none() && !self.closing {
+            match self.decoder.decode() {
+                Ok(None) => return,
+                Ok(Some(Decoded::Frame(frame))) => self.route(frame),
+                Ok(Some(Decoded::Rejected(r))) => self.reject(r),
+                Err(fatal) => {
+                    tracing::debug!(reason = fatal.reason, "MSRP stream broken, closing");
+                    if let Some(tid) = fatal.transaction_id {
+                        let f = Frame {
+                            transaction_id: tid,
+                            start: StartLine::Response {
+                                code: fatal.status,
+                                comment: Some("Bad Request".into()),
+                            },
+                            headers: Vec::new(),
+                            body: None,
+                            flag: EndFlag::Complete,
+                        };
+                        self.own.push_back(f.to_bytes());
+                    }
+                    self.closing = true;
                 }
             }
         }
     }
-    let _ = send_bounded(&mut me.write_tx, WriterCmd::Close).await;
-    for id in bound {
-        registry.connection_lost(&id, me.id).await;
+
+    fn route(&mut self, frame: Frame) {
+        let session_id = match frame.to_path() {
+            Ok(p) => p.into_iter().next().and_then(|u| u.session_id),
+            Err(_) => None,
+        };
+        let (Some(session_id), true) = (session_id, frame.header("From-Path").is_some()) else {
+            self.respond(&frame, 400);
+            return;
+        };
+        match self.registry.route(&session_id, &self.me, frame) {
+            RouteOutcome::Deliver {
+                delivery,
+                newly_bound,
+            } => {
+                if newly_bound {
+                    self.bound.insert(session_id);
+                }
+                self.delivery = Some(delivery);
+            }
+            RouteOutcome::Dropped => {}
+            RouteOutcome::UnknownSession(frame) => self.respond(&frame, 481),
+            RouteOutcome::BoundElsewhere(frame) => self.respond(&frame, 506),
+        }
     }
+
+    fn reject(&mut self, r: Rejection) {
+        tracing::debug!(status = r.status, reason = r.reason, "MSRP frame rejected");
+        // Let the session drop what it held of that message.
+        if let (Some(sid), Some(mid)) = (
+            addressed_uri(&r.frame).and_then(|u| u.session_id),
+            r.frame.message_id(),
+        ) {
+            if self.bound.contains(&sid) {
+                self.delivery = self.registry.discard_message(&sid, mid.to_string());
+            }
+        }
+        if r.frame.failure_report() != crate::frame::FailureReport::No {
+            self.respond(&r.frame, r.status);
+        }
+    }
+
+    fn respond(&mut self, request: &Frame, code: u16) {
+        if request.method().is_none() {
+            return; // Responses and broken responses are never answered.
+        }
+        let Some(local) = addressed_uri(request) else {
+            let f = Frame {
+                transaction_id: request.transaction_id.clone(),
+                start: StartLine::Response {
+                    code,
+                    comment: crate::frame::reason_phrase(code).map(str::to_string),
+                },
+                headers: Vec::new(),
+                body: None,
+                flag: EndFlag::Complete,
+            };
+            self.own.push_back(f.to_bytes());
+            return;
+        };
+        let resp = request.response_to(code, None, &local);
+        self.own.push_back(resp.to_bytes());
+    }
+
+    /// The connection is done: sessions learn it (their later writes fail at once), then what
+    /// was queued before goes out and the stream is shut down.
+    async fn finish(
+        mut self: Box<Self>,
+        mut io: Io,
+        mut out: Bytes,
+        mut write_rx: mpsc::Receiver<Bytes>,
+    ) {
+        write_rx.close();
+        self.delivery = None;
+        let id = self.me.id;
+        for session in std::mem::take(&mut self.bound) {
+            if let Some(d) = self.registry.connection_lost(&session, id) {
+                d.send().await;
+            }
+        }
+        loop {
+            if !out.is_empty() {
+                if io.wr.write_all(&out).await.is_err() {
+                    break;
+                }
+                if io.flush_after_write && io.wr.flush().await.is_err() {
+                    break;
+                }
+            }
+            out = next_write(&mut self.own, &mut write_rx, None);
+            if out.is_empty() {
+                let _ = io.wr.shutdown().await;
+                break;
+            }
+        }
+    }
+}
+
+/// The next bytes to write: `first` (when given) or our own responses, then what the sessions
+/// queued, joined up to about `WRITE_BATCH_MAX` so that a pipelining sender gets its 200s (or
+/// a fetch its SENDs) with one syscall instead of one each. Empty when nothing waits.
+fn next_write(
+    own: &mut VecDeque<Bytes>,
+    queue: &mut mpsc::Receiver<Bytes>,
+    first: Option<Bytes>,
+) -> Bytes {
+    let mut pull = || own.pop_front().or_else(|| queue.try_recv().ok());
+    let Some(head) = first.or_else(&mut pull) else {
+        return Bytes::new();
+    };
+    // A lone item is written as it is; more are copied into one buffer.
+    let mut batch: Option<BytesMut> = None;
+    while batch.as_ref().map_or(head.len(), BytesMut::len) < WRITE_BATCH_MAX {
+        let Some(more) = pull() else { break };
+        batch
+            .get_or_insert_with(|| BytesMut::from(&head[..]))
+            .extend_from_slice(&more);
+    }
+    batch.map_or(head, BytesMut::freeze)
+}
+
+/// One write of `out` (cancel-safe), or a flush when it is empty.
+async fn write_some(wr: &mut WriteHalf, out: &[u8]) -> io::Result<usize> {
+    if out.is_empty() {
+        wr.flush().await.map(|()| 0)
+    } else {
+        wr.write(out).await
+    }
+}
+
+/// Resolves when the held inputs are in their session's inbox.
+async fn deliver(delivery: &mut Option<Delivery>) {
+    std::future::poll_fn(|cx| match delivery.as_mut() {
+        Some(d) => d.poll_send(cx),
+        None => Poll::Pending,
+    })
+    .await;
 }
 
 /// Our URI as the peer addressed it (first To-Path URI), for the From-Path of responses we
@@ -232,129 +523,192 @@ fn addressed_uri(frame: &Frame) -> Option<MsrpUri> {
     frame.to_path().ok().and_then(|p| p.into_iter().next())
 }
 
-async fn respond(me: &mut ConnHandle, request: &Frame, code: u16) {
-    if request.method().is_none() {
-        return; // Responses and broken responses are never answered.
-    }
-    let Some(local) = addressed_uri(request) else {
-        let f = Frame {
-            transaction_id: request.transaction_id.clone(),
-            start: StartLine::Response {
-                code,
-                comment: crate::frame::reason_phrase(code).map(str::to_string),
-            },
-            headers: Vec::new(),
-            body: None,
-            flag: EndFlag::Complete,
-        };
-        let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(f.to_bytes())).await;
-        return;
-    };
-    let resp = request.response_to(code, None, &local);
-    let _ = send_bounded(&mut me.write_tx, WriterCmd::Data(resp.to_bytes())).await;
-}
-
-async fn route(
-    registry: &Registry,
-    me: &mut ConnHandle,
-    bound: &mut HashSet<String>,
-    frame: Frame,
-) {
-    let session_id = match frame.to_path() {
-        Ok(p) => p.into_iter().next().and_then(|u| u.session_id),
-        Err(_) => None,
-    };
-    let (Some(session_id), true) = (session_id, frame.header("From-Path").is_some()) else {
-        respond(me, &frame, 400).await;
-        return;
-    };
-    match registry.route(&session_id, me, frame).await {
-        RouteOutcome::Delivered { newly_bound } => {
-            if newly_bound {
-                bound.insert(session_id);
-            }
-        }
-        RouteOutcome::UnknownSession(frame) => respond(me, &frame, 481).await,
-        RouteOutcome::BoundElsewhere(frame) => respond(me, &frame, 506).await,
-    }
-}
-
-async fn reject(registry: &Registry, me: &mut ConnHandle, bound: &HashSet<String>, r: Rejection) {
-    tracing::debug!(status = r.status, reason = r.reason, "MSRP frame rejected");
-    // Let the session drop what it held of that message.
-    if let (Some(sid), Some(mid)) = (
-        addressed_uri(&r.frame).and_then(|u| u.session_id),
-        r.frame.message_id(),
-    ) {
-        if bound.contains(&sid) {
-            registry.discard_message(&sid, mid.to_string()).await;
-        }
-    }
-    if r.frame.failure_report() != crate::frame::FailureReport::No {
-        respond(me, &r.frame, r.status).await;
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
-    use std::sync::Mutex;
-    use std::task::{Context, Poll};
+    use crate::frame::Method;
+    use std::time::Duration;
+    use tokio::io::DuplexStream;
+    use tokio::net::TcpListener;
+    use tokio::time::timeout;
 
-    /// Records each `poll_write` call's bytes.
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+    const T: Duration = Duration::from_secs(5);
 
-    impl AsyncWrite for Recorder {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.0.lock().unwrap().push(buf.to_vec());
-            Poll::Ready(Ok(buf.len()))
+    #[test]
+    fn a_lone_write_goes_out_as_it_is_and_more_are_joined_in_order() {
+        let (mut tx, mut rx) = mpsc::channel(WRITE_QUEUE);
+        let mut own = VecDeque::new();
+        let one = Bytes::from_static(b"one");
+        tx.try_send(one.clone()).unwrap();
+        let got = next_write(&mut own, &mut rx, None);
+        assert_eq!(got.as_ptr(), one.as_ptr(), "not copied");
+        assert!(next_write(&mut own, &mut rx, None).is_empty());
+
+        own.push_back(Bytes::from_static(b"MSRP own 481\r\n"));
+        tx.try_send(Bytes::from_static(b"MSRP b 200 OK\r\n"))
+            .unwrap();
+        tx.try_send(Bytes::from_static(b"MSRP c 200 OK\r\n"))
+            .unwrap();
+        let got = next_write(
+            &mut own,
+            &mut rx,
+            Some(Bytes::from_static(b"MSRP a 200 OK\r\n")),
+        );
+        assert_eq!(
+            &got[..],
+            b"MSRP a 200 OK\r\nMSRP own 481\r\nMSRP b 200 OK\r\nMSRP c 200 OK\r\n"
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_near_its_limit_and_loses_nothing() {
+        let (mut tx, mut rx) = mpsc::channel(WRITE_QUEUE);
+        let mut own = VecDeque::new();
+        let big = Bytes::from(vec![b'x'; WRITE_BATCH_MAX - 10]);
+        tx.try_send(big).unwrap();
+        tx.try_send(Bytes::from_static(b"0123456789ab")).unwrap();
+        tx.try_send(Bytes::from_static(b"after")).unwrap();
+        let first = next_write(&mut own, &mut rx, None);
+        assert_eq!(first.len(), WRITE_BATCH_MAX + 2);
+        assert_eq!(&next_write(&mut own, &mut rx, None)[..], b"after");
+    }
+
+    #[test]
+    fn the_read_buffer_grows_while_filled_and_is_let_go_after_a_short_read() {
+        let mut b = ReadBuffer::new();
+        assert_eq!(b.buf.capacity(), 0, "no buffer before a read");
+        let size = b.for_read().capacity();
+        assert_eq!(size, READ_BUF_MIN);
+        b.buf.extend_from_slice(&vec![1u8; size]);
+        let mut seen = 0;
+        b.consume(|bytes| seen = bytes.len());
+        assert_eq!(seen, READ_BUF_MIN);
+        assert_eq!(b.for_read().capacity(), 2 * READ_BUF_MIN, "filled: doubles");
+        for _ in 0..8 {
+            let cap = b.for_read().capacity();
+            b.buf.extend_from_slice(&vec![1u8; cap]);
+            b.consume(|_| {});
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
+        assert_eq!(b.for_read().capacity(), READ_BUF_MAX, "bounded");
+        b.buf.extend_from_slice(b"short");
+        b.consume(|bytes| assert_eq!(bytes, b"short"));
+        assert_eq!(b.buf.capacity(), 0, "let go after a short read");
     }
 
     #[tokio::test]
-    async fn queued_writes_leave_in_one_write_in_order_and_close_ends_after_them() {
-        let rec = Recorder::default();
-        let (mut tx, rx) = mpsc::channel(WRITE_QUEUE);
-        for part in [
-            "MSRP a 200 OK\r\n",
-            "MSRP b 200 OK\r\n",
-            "MSRP c 200 OK\r\n",
-        ] {
-            tx.try_send(WriterCmd::Data(Bytes::from(part))).unwrap();
-        }
-        tx.try_send(WriterCmd::Close).unwrap();
-        tx.try_send(WriterCmd::Data(Bytes::from_static(b"after close")))
+    async fn an_idle_tcp_connection_waits_without_a_read_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
             .unwrap();
-        writer(Box::new(rec.clone()), rx).await;
-        let writes = rec.0.lock().unwrap().clone();
-        assert_eq!(
-            writes,
-            vec![b"MSRP a 200 OK\r\nMSRP b 200 OK\r\nMSRP c 200 OK\r\n".to_vec()],
-            "one write, in queue order, nothing after Close"
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut side = ReadSide::Tcp(rd);
+        let mut buf = ReadBuffer::new();
+        assert!(
+            timeout(Duration::from_millis(50), side.read(&mut buf))
+                .await
+                .is_err(),
+            "nothing to read"
+        );
+        assert_eq!(buf.buf.capacity(), 0, "waited without a buffer");
+        client.write_all(b"hello").await.unwrap();
+        let n = timeout(T, side.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(n, 5);
+        buf.consume(|bytes| assert_eq!(bytes, b"hello"));
+        assert_eq!(buf.buf.capacity(), 0, "idle again: no buffer");
+    }
+
+    fn send_to(session: &str, tid: &str) -> Bytes {
+        let to = MsrpUri::new(false, "127.0.0.1", 2855, session);
+        let from = MsrpUri::new(false, "127.0.0.1", 2856, "peer");
+        let mut f = Frame::request(tid, Method::Send, &[to], &[from]);
+        f.push_header("Message-ID", "m1");
+        f.push_header("Byte-Range", "1-2/2");
+        f.push_header("Content-Type", "text/plain");
+        f.body = Some(Bytes::from_static(b"hi"));
+        f.to_bytes()
+    }
+
+    async fn read_some(peer: &mut DuplexStream, want: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.windows(want.len()).any(|w| w == want) {
+            let mut b = [0u8; 4096];
+            let n = timeout(T, peer.read(&mut b)).await.unwrap().unwrap();
+            assert!(n > 0, "connection closed early; got {got:?}");
+            got.extend_from_slice(&b[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn writes_go_out_while_a_frame_waits_for_a_full_session_inbox() {
+        // An inbox with room for one input per sender, already full.
+        let (mut inbox, mut session_rx) = mpsc::channel(0);
+        inbox
+            .try_send(SessionInput::Discard("filler".into()))
+            .unwrap();
+        let registry = Arc::new(Registry::with_session("s1", inbox));
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut handle = spawn_tls(ours, registry, None);
+        peer.write_all(&send_to("s1", "tid00001")).await.unwrap();
+        peer.write_all(&send_to("s1", "tid00002")).await.unwrap();
+        // The session is stuck; its connection still writes what is queued for it.
+        send_bounded(
+            &mut handle.write_tx,
+            Bytes::from_static(b"MSRP x 200 OK\r\n"),
+        )
+        .await
+        .unwrap();
+        read_some(&mut peer, b"MSRP x 200 OK\r\n").await;
+        // Room again: the bind and both frames arrive, in order.
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(timeout(T, session_rx.recv()).await.unwrap().unwrap());
+        }
+        assert!(matches!(&got[0], SessionInput::Discard(_)));
+        assert!(matches!(&got[1], SessionInput::Bind(c) if c.id == handle.id));
+        assert!(matches!(&got[2], SessionInput::Frame(f) if f.transaction_id == "tid00001"));
+        assert!(matches!(&got[3], SessionInput::Frame(f) if f.transaction_id == "tid00002"));
+    }
+
+    #[tokio::test]
+    async fn the_last_unbind_closes_after_what_was_queued_is_written() {
+        let (inbox, _session_rx) = mpsc::channel(8);
+        let registry = Arc::new(Registry::with_session("s1", inbox));
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut handle = spawn_tls(ours, registry, Some("s1".into()));
+        for part in ["MSRP a 200 OK\r\n", "MSRP b 200 OK\r\n"] {
+            send_bounded(&mut handle.write_tx, Bytes::from(part))
+                .await
+                .unwrap();
+        }
+        handle
+            .ctl_tx
+            .unbounded_send(ConnCtl::Unbind("s1".into()))
+            .unwrap();
+        let mut all = Vec::new();
+        timeout(T, peer.read_to_end(&mut all))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(all, b"MSRP a 200 OK\r\nMSRP b 200 OK\r\n");
+        assert!(
+            send_bounded(&mut handle.write_tx, Bytes::from_static(b"late"))
+                .await
+                .is_err(),
+            "the connection is gone"
         );
     }
 
     #[tokio::test]
-    async fn a_lone_write_is_sent_as_it_is() {
-        let rec = Recorder::default();
-        let (mut tx, rx) = mpsc::channel(WRITE_QUEUE);
-        tx.try_send(WriterCmd::Data(Bytes::from_static(b"one")))
-            .unwrap();
-        drop(tx);
-        writer(Box::new(rec.clone()), rx).await;
-        assert_eq!(rec.0.lock().unwrap().clone(), vec![b"one".to_vec()]);
+    async fn an_unknown_session_is_answered_481_by_the_connection() {
+        let (inbox, _session_rx) = mpsc::channel(8);
+        let registry = Arc::new(Registry::with_session("s1", inbox));
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let _handle = spawn_tls(ours, registry, None);
+        peer.write_all(&send_to("nope", "tid00009")).await.unwrap();
+        read_some(&mut peer, b"MSRP tid00009 481").await;
     }
 }

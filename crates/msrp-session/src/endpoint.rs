@@ -12,7 +12,7 @@ use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 use crate::codec::DecoderLimits;
-use crate::connection::{self, send_bounded, ConnHandle};
+use crate::connection::{self, ConnHandle, Delivery};
 use crate::frame::Frame;
 use crate::ids;
 use crate::session::{self, MsrpSession, SessionInput};
@@ -77,7 +77,13 @@ struct Entry {
 /// Result of routing one inbound frame.
 #[derive(Debug)]
 pub(crate) enum RouteOutcome {
-    Delivered { newly_bound: bool },
+    /// For the session's inbox (after a bind when `newly_bound`).
+    Deliver {
+        delivery: Delivery,
+        newly_bound: bool,
+    },
+    /// A response on a connection the session does not use: nobody waits for it.
+    Dropped,
     UnknownSession(Frame),
     BoundElsewhere(Frame),
 }
@@ -95,35 +101,32 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) async fn route(
-        &self,
-        session_id: &str,
-        conn: &ConnHandle,
-        frame: Frame,
-    ) -> RouteOutcome {
+    /// Where `frame` goes; the connection queues the delivery as the session's inbox has room.
+    pub(crate) fn route(&self, session_id: &str, conn: &ConnHandle, frame: Frame) -> RouteOutcome {
         let is_request = frame.method().is_some();
-        let (inbox, newly_bound) = {
-            let mut map = self.lock();
-            let Some(entry) = map.get_mut(session_id) else {
-                return RouteOutcome::UnknownSession(frame);
-            };
-            match entry.bound {
-                Some(c) if c == conn.id => (entry.inbox.clone(), false),
-                Some(_) => return RouteOutcome::BoundElsewhere(frame),
-                None if is_request => {
-                    entry.bound = Some(conn.id);
-                    (entry.inbox.clone(), true)
-                }
-                // A response on a connection the session does not use: nobody waits for it.
-                None => return RouteOutcome::Delivered { newly_bound: false },
-            }
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(session_id) else {
+            return RouteOutcome::UnknownSession(frame);
         };
-        let mut inbox = inbox;
-        if newly_bound {
-            let _ = send_bounded(&mut inbox, SessionInput::Bind(conn.clone())).await;
+        let newly_bound = match entry.bound {
+            Some(c) if c == conn.id => false,
+            Some(_) => return RouteOutcome::BoundElsewhere(frame),
+            None if is_request => {
+                entry.bound = Some(conn.id);
+                true
+            }
+            None => return RouteOutcome::Dropped,
+        };
+        let frame = SessionInput::Frame(Box::new(frame));
+        let delivery = if newly_bound {
+            Delivery::new(entry.inbox.clone(), SessionInput::Bind(conn.clone())).then(frame)
+        } else {
+            Delivery::new(entry.inbox.clone(), frame)
+        };
+        RouteOutcome::Deliver {
+            delivery,
+            newly_bound,
         }
-        let _ = send_bounded(&mut inbox, SessionInput::Frame(Box::new(frame))).await;
-        RouteOutcome::Delivered { newly_bound }
     }
 
     /// Bind a session to a connection it opened itself.
@@ -145,20 +148,22 @@ impl Registry {
         self.lock().len()
     }
 
-    pub(crate) async fn connection_lost(&self, session_id: &str, conn_id: u64) {
-        let mut inbox = match self.lock().get(session_id) {
-            Some(e) if e.bound == Some(conn_id) => e.inbox.clone(),
-            _ => return,
-        };
-        let _ = send_bounded(&mut inbox, SessionInput::ConnectionLost(conn_id)).await;
+    /// Tells a session its connection is gone (if it is still bound to it).
+    pub(crate) fn connection_lost(&self, session_id: &str, conn_id: u64) -> Option<Delivery> {
+        match self.lock().get(session_id) {
+            Some(e) if e.bound == Some(conn_id) => Some(Delivery::new(
+                e.inbox.clone(),
+                SessionInput::ConnectionLost(conn_id),
+            )),
+            _ => None,
+        }
     }
 
-    pub(crate) async fn discard_message(&self, session_id: &str, message_id: String) {
-        let mut inbox = match self.lock().get(session_id) {
-            Some(e) => e.inbox.clone(),
-            None => return,
-        };
-        let _ = send_bounded(&mut inbox, SessionInput::Discard(message_id)).await;
+    /// Tells a session to drop what it holds of a message the connection refused.
+    pub(crate) fn discard_message(&self, session_id: &str, message_id: String) -> Option<Delivery> {
+        self.lock()
+            .get(session_id)
+            .map(|e| Delivery::new(e.inbox.clone(), SessionInput::Discard(message_id)))
     }
 }
 
@@ -300,5 +305,20 @@ async fn accept_tls(
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MSRP TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "MSRP TLS handshake timed out"),
+    }
+}
+
+#[cfg(test)]
+impl Registry {
+    /// A registry with one session whose inbox is `inbox` (tests drive it by hand).
+    pub(crate) fn with_session(session_id: &str, inbox: mpsc::Sender<SessionInput>) -> Registry {
+        let registry = Registry {
+            config: EndpointConfig::default(),
+            sessions: Mutex::new(HashMap::new()),
+        };
+        registry
+            .lock()
+            .insert(session_id.to_string(), Entry { inbox, bound: None });
+        registry
     }
 }

@@ -10,7 +10,7 @@ use futures_channel::mpsc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::connection::{self, send_bounded, ConnCtl, ConnHandle, WriterCmd};
+use crate::connection::{self, send_bounded, ConnCtl, ConnHandle};
 use crate::endpoint::Registry;
 use crate::frame::Frame;
 use crate::sdp::SetupRole;
@@ -299,7 +299,9 @@ pub(crate) fn spawn(
             max_message_bytes: cfg.max_message_bytes,
         },
     );
-    let task = SessionTask {
+    // Boxed: the task's state then lives once on the heap; by value, an async fn's future
+    // holds `self` twice (argument and local) and `shutdown` a third copy.
+    let task = Box::new(SessionTask {
         id: id.clone(),
         core,
         started: false,
@@ -311,7 +313,7 @@ pub(crate) fn spawn(
         events: ev_tx,
         replies: HashMap::new(),
         bind_reply: None,
-    };
+    });
     tokio::spawn(task.run(inbox, cmd_rx));
     MsrpSession {
         id,
@@ -359,7 +361,7 @@ enum Wake {
 
 impl SessionTask {
     async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut inbox: mpsc::Receiver<SessionInput>,
         mut cmds: mpsc::UnboundedReceiver<Command>,
     ) {
@@ -381,7 +383,7 @@ impl SessionTask {
                     if let (Some(c), Some(b)) = (self.conn.as_mut(), self.core.pop_output()) {
                         // Room was just reported for this sender: this cannot fail for lack
                         // of it, only when the connection is gone.
-                        if c.write_tx.start_send(WriterCmd::Data(b)).is_err() {
+                        if c.write_tx.start_send(b).is_err() {
                             Flow::End(CloseReason::ConnectionLost)
                         } else {
                             Flow::Continue
@@ -600,15 +602,12 @@ impl SessionTask {
         ))
     }
 
-    async fn shutdown(mut self, reason: CloseReason) {
+    async fn shutdown(mut self: Box<Self>, reason: CloseReason) {
         // Flush what is queued (final responses) on a clean local close.
         if reason == CloseReason::Local {
             if let Some(c) = &mut self.conn {
                 while let Some(b) = self.core.pop_output() {
-                    if send_bounded(&mut c.write_tx, WriterCmd::Data(b))
-                        .await
-                        .is_err()
-                    {
+                    if send_bounded(&mut c.write_tx, b).await.is_err() {
                         break;
                     }
                 }
@@ -635,7 +634,7 @@ impl SessionTask {
 
 /// Resolves when the connection's write queue has room for one more frame (true) or the
 /// connection is gone (false); pending forever without a connection.
-async fn write_room(w: Option<&mut mpsc::Sender<WriterCmd>>) -> bool {
+async fn write_room(w: Option<&mut mpsc::Sender<Bytes>>) -> bool {
     match w {
         Some(w) => std::future::poll_fn(|cx| w.poll_ready(cx)).await.is_ok(),
         None => std::future::pending().await,
