@@ -260,9 +260,9 @@ impl Batcher {
         }
     }
 
-    /// Commits the batch, at the durability its jobs need: a batch of volatile jobs only
-    /// (claims) commits without the fsync. Durable jobs never run at a lower level than
-    /// configured: if the level cannot be restored, they fail instead.
+    /// Runs and commits the batch. A batch with a durable job goes to the sync thread, which
+    /// answers its callers after the WAL fsync; a batch of volatile jobs only (claims) is
+    /// answered at once.
     fn run_batch(&self, batch: &mut Vec<Box<dyn Job>>) {
         let started = Instant::now();
         if let Err(e) = self

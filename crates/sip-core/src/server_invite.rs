@@ -646,6 +646,19 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio::time::timeout;
 
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<'a, Fut>(_: impl FnOnce(&'a InviteSession) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_bye_future_stays_small() {
+        // Every task holding a session reserves room for `bye()`'s future for the session's
+        // whole life; the client transaction inside it (~6 KiB) must stay boxed.
+        let size = future_size(InviteSession::bye);
+        assert!(size <= 512, "InviteSession::bye() future is {size} bytes");
+    }
+
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
     const ANSWER: &[u8] = b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=answer\r\n";
 
