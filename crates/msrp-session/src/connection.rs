@@ -8,6 +8,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -295,8 +296,15 @@ impl Connection {
         let mut flushing = false;
         // A connection that binds no session in time is dropped (RFC 4975 §5.4 binds on the
         // first request; an idle socket binds nothing).
-        let bind_deadline = tokio::time::Instant::now() + self.registry.config.bind_timeout;
+        // Boxed and dropped at the first bind: a bound connection carries no timer.
+        let mut bind_timer = self
+            .bound
+            .is_empty()
+            .then(|| Box::pin(tokio::time::sleep(self.registry.config.bind_timeout)));
         while !self.closing {
+            if !self.bound.is_empty() {
+                bind_timer = None;
+            }
             if out.is_empty() && !flushing {
                 out = next_write(&mut self.own, &mut write_rx, None);
             }
@@ -308,7 +316,7 @@ impl Connection {
                 r = write_some(&mut io.wr, &out), if writing => Wake::Wrote(r),
                 () = deliver(&mut self.delivery), if self.delivery.is_some() => Wake::Delivered,
                 r = io.rd.read(&mut buf), if can_read => Wake::Read(r),
-                () = tokio::time::sleep_until(bind_deadline), if self.bound.is_empty() => Wake::BindTimeout,
+                () = expiry(&mut bind_timer), if self.bound.is_empty() => Wake::BindTimeout,
             };
             match wake {
                 Wake::Ctl(Some(ConnCtl::Unbind(id))) => {
@@ -347,7 +355,7 @@ impl Connection {
                 Wake::Read(_) => self.closing = true,
             }
         }
-        self.finish(io, out, write_rx).await;
+        Box::pin(self.finish(io, out, write_rx)).await;
     }
 
     /// Frames decoded and routed until the decoder needs more bytes or a frame waits for
@@ -505,6 +513,14 @@ async fn write_some(wr: &mut WriteHalf, out: &[u8]) -> io::Result<usize> {
         wr.flush().await.map(|()| 0)
     } else {
         wr.write(out).await
+    }
+}
+
+/// Resolves when `timer` fires; never without one.
+async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -699,6 +715,30 @@ mod tests {
                 .await
                 .is_err(),
             "the connection is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_binds_nothing_in_time_is_closed_and_a_bound_one_stays() {
+        let (inbox, _session_rx) = mpsc::channel(8);
+        let mut registry = Registry::with_session("s1", inbox);
+        let bind_timeout = Duration::from_millis(100);
+        registry.config.bind_timeout = bind_timeout;
+        let registry = Arc::new(registry);
+        let (mut idle, ours) = tokio::io::duplex(1024);
+        let _idle = spawn_tls(ours, registry.clone(), None);
+        let (mut bound, ours) = tokio::io::duplex(1024);
+        let _bound = spawn_tls(ours, registry, Some("s1".into()));
+        let mut rest = Vec::new();
+        timeout(bind_timeout * 20, idle.read_to_end(&mut rest))
+            .await
+            .expect("closed by the bind timeout")
+            .unwrap();
+        assert!(
+            timeout(bind_timeout * 3, bound.read(&mut [0u8; 16]))
+                .await
+                .is_err(),
+            "a bound connection has no bind timeout"
         );
     }
 
