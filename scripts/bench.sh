@@ -158,6 +158,19 @@ EOF
   return 1
 }
 
+# server_cpu NAME -> $tmp/NAME.cpu: the running server's CPU time (user + system, from
+# /proc) per message stored in run NAME, in µs, start-up and sessions included.
+server_cpu() {
+  local name=$1 ticks stored
+  ticks=$(awk '{print $14 + $15}' "/proc/$server_pid/stat" 2>/dev/null) || return 0
+  stored=$(jget "$tmp/$name.json" db_rows_added)
+  python3 -c 'import sys, os
+tck = os.sysconf("SC_CLK_TCK")
+try: print(f"{int(sys.argv[1]) / tck * 1e6 / float(sys.argv[2]):.1f}")
+except Exception: print("-")' "$ticks" "$stored" >"$tmp/$name.cpu"
+}
+cpu_of() { cat "$tmp/$1.cpu" 2>/dev/null || echo -; }
+
 # run_bench NAME ARGS... -> $tmp/NAME.json; prints the table to the terminal too
 run_bench() {
   local name=$1
@@ -206,6 +219,7 @@ for rep in 1 2 3; do
   start_server deposit-w64-$rep publish && {
     run_bench deposit-w64-$rep deposit --sip "udp:$IP:$sip_port" --db "$db" \
       --presence "$presence" --concurrency $C --messages $M --mailboxes $K --window 64
+    server_cpu deposit-w64-$rep
     stop_all
   }
 done
@@ -235,6 +249,7 @@ except Exception: print(0)' "$deposit_max")
 start_server deposit-half publish && {
   run_bench deposit-half deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
     --concurrency $HALF_C --messages $((M / 2)) --mailboxes $K --rate "$half" --window 16
+  server_cpu deposit-half
   stop_all
 }
 SYNC=off start_server deposit-half-nosync publish && {
@@ -376,12 +391,14 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| deposit, 16 in flight: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-w16.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-w16.json" msrp_200_p99_ms) | |"
   echo "| deposit, 64 SENDs in flight per session, median of 3: stored msg/s | $(jget "$w64" stored_per_sec) ($w64_all) | ≥ 50,000 |"
   echo "| deposit, 64 in flight: MSRP 200 p50 / p99 (ms) | $(jget "$w64" msrp_200_p50_ms) / $(jget "$w64" msrp_200_p99_ms) | |"
+  echo "| deposit, 64 in flight: server CPU per stored message (µs) | $(cpu_of "$(basename "$w64" .json)") | |"
   echo "| deposit (1 in flight): rows in the DB / 200s | $(jget "$d" db_rows_added) / $(jget "$d" messages_stored) | equal |"
   echo "| deposit: MSRP 200 latency p50 / p99 / max (ms) | $(jget "$d" msrp_200_p50_ms) / $(jget "$d" msrp_200_p99_ms) / $(jget "$d" msrp_200_max_ms) | |"
   echo "| deposit: sessions/s (setup+$((M * C / K))-message session+BYE) | $(jget "$d" sessions_per_sec) | |"
   echo "| deposit: PUBLISHes seen (mailboxes) | $(jget "$d" publishes) ($(jget "$d" mailboxes_published)) | |"
   echo "| deposit at half rate ($half/s): achieved msg/s | $(jget "$tmp/deposit-half.json" stored_per_sec) | |"
   echo "| deposit at half rate: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-half.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-half.json" msrp_200_p99_ms) | p99 ≤ 5 |"
+  echo "| deposit at half rate: server CPU per stored message (µs) | $(cpu_of deposit-half) | |"
   echo "| the same with synchronous = off: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-half-nosync.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-half-nosync.json" msrp_200_p99_ms) | |"
   echo "| store alone at half rate, 100 paced tasks: insert p99 (ms) | $store_half_p99 | |"
   echo "| one mailbox at 1000/s: PUBLISHes, max in flight | $(jget "$tmp/one-mailbox.json" publishes), $(jget "$tmp/one-mailbox.json" max_publishes_in_flight_per_mailbox) | ≤ 1 in flight, exact last count |"
