@@ -6,7 +6,7 @@
 //! pauses reading. One task instead of a reader and a writer, and no read buffer while the
 //! socket has nothing to read: most connections carry one idle session.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,49 +68,60 @@ pub(crate) async fn send_bounded<T>(
     tx.start_send(item)
 }
 
-/// Inputs on their way to one session's inbox (a bind before its first frame), held by the
-/// connection while the inbox is full.
+/// Inputs on their way to one bound session's inbox (a bind before its first frame), held by
+/// the connection while that inbox is full.
 #[derive(Debug)]
-pub(crate) struct Delivery {
-    inbox: mpsc::Sender<SessionInput>,
+struct Delivery {
+    session: String,
     items: [Option<SessionInput>; 2],
 }
 
 impl Delivery {
-    pub(crate) fn new(inbox: mpsc::Sender<SessionInput>, first: SessionInput) -> Self {
+    fn new(session: String, first: SessionInput, then: Option<SessionInput>) -> Self {
         Delivery {
-            inbox,
-            items: [Some(first), None],
+            session,
+            items: [Some(first), then],
         }
     }
 
-    pub(crate) fn then(mut self, next: SessionInput) -> Self {
-        self.items[1] = Some(next);
-        self
+    /// Queues what the inbox takes now; true when nothing is left (or the session is gone).
+    fn try_send(&mut self, inbox: &mut mpsc::Sender<SessionInput>) -> bool {
+        for slot in &mut self.items {
+            let Some(input) = slot.take() else { continue };
+            match inbox.try_send(input) {
+                Ok(()) => {}
+                Err(e) if e.is_full() => {
+                    *slot = Some(e.into_inner());
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
+        true
     }
 
     /// Queues the inputs in order as room appears; ready when all are queued or the session
     /// is gone (they are then dropped).
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_send(
+        &mut self,
+        inbox: &mut mpsc::Sender<SessionInput>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         for slot in &mut self.items {
             if slot.is_none() {
                 continue;
             }
-            match self.inbox.poll_ready(cx) {
+            match inbox.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {
                     if let Some(input) = slot.take() {
-                        let _ = self.inbox.start_send(input);
+                        let _ = inbox.start_send(input);
                     }
                 }
             }
         }
         Poll::Ready(())
-    }
-
-    pub(crate) async fn send(mut self) {
-        std::future::poll_fn(|cx| self.poll_send(cx)).await;
     }
 }
 
@@ -233,7 +244,7 @@ fn spawn_halves(
         decoder: MsrpDecoder::new(registry.config.limits),
         registry,
         me: handle.clone(),
-        bound: initial.into_iter().collect(),
+        bound: initial.into_iter().map(|id| (id, None)).collect(),
         own: VecDeque::new(),
         delivery: None,
         closing: false,
@@ -264,7 +275,11 @@ struct Connection {
     /// Given to sessions this connection binds.
     me: ConnHandle,
     decoder: MsrpDecoder,
-    bound: HashSet<String>,
+    /// Sessions bound to this connection, with our handle to each one's inbox (taken on the
+    /// first frame routed to it). One handle kept per session, not one per frame: each
+    /// futures-channel sender has a slot of its own, so a fresh one per frame would never
+    /// wait for room and the inbox would not bound what a fast peer sends.
+    bound: HashMap<String, Option<mpsc::Sender<SessionInput>>>,
     /// Our own responses, written before what sessions queue.
     own: VecDeque<Bytes>,
     /// Inputs waiting for room in a session's inbox; reading pauses meanwhile.
@@ -314,7 +329,7 @@ impl Connection {
                 ctl = ctl_rx.recv() => Wake::Ctl(ctl.ok()),
                 cmd = write_rx.recv(), if !writing => Wake::Queued(cmd.ok()),
                 r = write_some(&mut io.wr, &out), if writing => Wake::Wrote(r),
-                () = deliver(&mut self.delivery), if self.delivery.is_some() => Wake::Delivered,
+                () = deliver(&mut self.delivery, &mut self.bound), if self.delivery.is_some() => Wake::Delivered,
                 r = io.rd.read(&mut buf), if can_read => Wake::Read(r),
                 () = expiry(&mut bind_timer), if self.bound.is_empty() => Wake::BindTimeout,
             };
@@ -361,7 +376,18 @@ impl Connection {
     /// Frames decoded and routed until the decoder needs more bytes or a frame waits for
     /// room in its session's inbox.
     fn decode(&mut self) {
-        while self.delivery.is_none() && !self.closing {
+        while !self.closing {
+            if let Some(d) = &mut self.delivery {
+                // Most inputs fit at once; only a full inbox waits for the task's next turn.
+                let done = match self.bound.get_mut(&d.session).and_then(Option::as_mut) {
+                    Some(inbox) => d.try_send(inbox),
+                    None => true,
+                };
+                if !done {
+                    return;
+                }
+                self.delivery = None;
+            }
             match self.decoder.decode() {
                 Ok(None) => return,
                 Ok(Some(Decoded::Frame(frame))) => self.route(frame),
@@ -396,15 +422,26 @@ impl Connection {
             self.respond(&frame, 400);
             return;
         };
-        match self.registry.route(&session_id, &self.me, frame) {
+        let need_inbox = !matches!(self.bound.get(&session_id), Some(Some(_)));
+        match self
+            .registry
+            .route(&session_id, &self.me, frame, need_inbox)
+        {
             RouteOutcome::Deliver {
-                delivery,
+                frame,
                 newly_bound,
+                inbox,
             } => {
-                if newly_bound {
-                    self.bound.insert(session_id);
+                let held = self.bound.entry(session_id.clone()).or_insert(None);
+                if inbox.is_some() {
+                    *held = inbox;
                 }
-                self.delivery = Some(delivery);
+                let frame = SessionInput::Frame(Box::new(frame));
+                self.delivery = Some(if newly_bound {
+                    Delivery::new(session_id, SessionInput::Bind(self.me.clone()), Some(frame))
+                } else {
+                    Delivery::new(session_id, frame, None)
+                });
             }
             RouteOutcome::Dropped => {}
             RouteOutcome::UnknownSession(frame) => self.respond(&frame, 481),
@@ -419,8 +456,9 @@ impl Connection {
             addressed_uri(&r.frame).and_then(|u| u.session_id),
             r.frame.message_id(),
         ) {
-            if self.bound.contains(&sid) {
-                self.delivery = self.registry.discard_message(&sid, mid.to_string());
+            if self.bound.contains_key(&sid) {
+                let discard = SessionInput::Discard(mid.to_string());
+                self.delivery = Some(Delivery::new(sid, discard, None));
             }
         }
         if r.frame.failure_report() != crate::frame::FailureReport::No {
@@ -461,9 +499,12 @@ impl Connection {
         write_rx.close();
         self.delivery = None;
         let id = self.me.id;
-        for session in std::mem::take(&mut self.bound) {
-            if let Some(d) = self.registry.connection_lost(&session, id) {
-                d.send().await;
+        for (session, inbox) in std::mem::take(&mut self.bound) {
+            if !self.registry.is_bound_to(&session, id) {
+                continue;
+            }
+            if let Some(mut inbox) = inbox.or_else(|| self.registry.inbox(&session)) {
+                let _ = send_bounded(&mut inbox, SessionInput::ConnectionLost(id)).await;
             }
         }
         loop {
@@ -524,11 +565,19 @@ async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
-/// Resolves when the held inputs are in their session's inbox.
-async fn deliver(delivery: &mut Option<Delivery>) {
-    std::future::poll_fn(|cx| match delivery.as_mut() {
-        Some(d) => d.poll_send(cx),
-        None => Poll::Pending,
+/// Resolves when the held inputs are in their session's inbox (or the session is gone).
+async fn deliver(
+    delivery: &mut Option<Delivery>,
+    bound: &mut HashMap<String, Option<mpsc::Sender<SessionInput>>>,
+) {
+    std::future::poll_fn(|cx| {
+        let Some(d) = delivery.as_mut() else {
+            return Poll::Pending;
+        };
+        match bound.get_mut(&d.session).and_then(Option::as_mut) {
+            Some(inbox) => d.poll_send(inbox, cx),
+            None => Poll::Ready(()),
+        }
     })
     .await;
 }
@@ -687,6 +736,32 @@ mod tests {
         assert!(matches!(&got[1], SessionInput::Bind(c) if c.id == handle.id));
         assert!(matches!(&got[2], SessionInput::Frame(f) if f.transaction_id == "tid00001"));
         assert!(matches!(&got[3], SessionInput::Frame(f) if f.transaction_id == "tid00002"));
+    }
+
+    #[tokio::test]
+    async fn a_fast_peer_cannot_overfill_a_slow_session_inbox() {
+        const BUFFER: usize = 2;
+        let (inbox, mut session_rx) = mpsc::channel(BUFFER);
+        let registry = Arc::new(Registry::with_session("s1", inbox));
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let _handle = spawn_tls(ours, registry, None);
+        for i in 0..10 {
+            peer.write_all(&send_to("s1", &format!("tid0000{i}")))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut queued = 0;
+        while session_rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        // The connection's one handle may pass the buffer by one input, then waits.
+        assert_eq!(queued, BUFFER + 1, "bind and the first frames only");
+        let mut rest = 0;
+        while queued + rest < 11 {
+            timeout(T, session_rx.recv()).await.unwrap().unwrap();
+            rest += 1;
+        }
     }
 
     #[tokio::test]

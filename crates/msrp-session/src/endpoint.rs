@@ -12,7 +12,7 @@ use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 use crate::codec::DecoderLimits;
-use crate::connection::{self, ConnHandle, Delivery};
+use crate::connection::{self, ConnHandle};
 use crate::frame::Frame;
 use crate::ids;
 use crate::session::{self, MsrpSession, SessionInput};
@@ -77,10 +77,12 @@ struct Entry {
 /// Result of routing one inbound frame.
 #[derive(Debug)]
 pub(crate) enum RouteOutcome {
-    /// For the session's inbox (after a bind when `newly_bound`).
+    /// For the session's inbox (after a bind when `newly_bound`); `inbox` is a handle to it
+    /// when the connection asked for one.
     Deliver {
-        delivery: Delivery,
+        frame: Frame,
         newly_bound: bool,
+        inbox: Option<mpsc::Sender<SessionInput>>,
     },
     /// A response on a connection the session does not use: nobody waits for it.
     Dropped,
@@ -101,8 +103,14 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where `frame` goes; the connection queues the delivery as the session's inbox has room.
-    pub(crate) fn route(&self, session_id: &str, conn: &ConnHandle, frame: Frame) -> RouteOutcome {
+    /// Where `frame` goes (binding the session to `conn` on its first request).
+    pub(crate) fn route(
+        &self,
+        session_id: &str,
+        conn: &ConnHandle,
+        frame: Frame,
+        need_inbox: bool,
+    ) -> RouteOutcome {
         let is_request = frame.method().is_some();
         let mut map = self.lock();
         let Some(entry) = map.get_mut(session_id) else {
@@ -117,15 +125,10 @@ impl Registry {
             }
             None => return RouteOutcome::Dropped,
         };
-        let frame = SessionInput::Frame(Box::new(frame));
-        let delivery = if newly_bound {
-            Delivery::new(entry.inbox.clone(), SessionInput::Bind(conn.clone())).then(frame)
-        } else {
-            Delivery::new(entry.inbox.clone(), frame)
-        };
         RouteOutcome::Deliver {
-            delivery,
+            frame,
             newly_bound,
+            inbox: need_inbox.then(|| entry.inbox.clone()),
         }
     }
 
@@ -148,22 +151,16 @@ impl Registry {
         self.lock().len()
     }
 
-    /// Tells a session its connection is gone (if it is still bound to it).
-    pub(crate) fn connection_lost(&self, session_id: &str, conn_id: u64) -> Option<Delivery> {
-        match self.lock().get(session_id) {
-            Some(e) if e.bound == Some(conn_id) => Some(Delivery::new(
-                e.inbox.clone(),
-                SessionInput::ConnectionLost(conn_id),
-            )),
-            _ => None,
-        }
-    }
-
-    /// Tells a session to drop what it holds of a message the connection refused.
-    pub(crate) fn discard_message(&self, session_id: &str, message_id: String) -> Option<Delivery> {
+    /// Whether the session is (still) bound to this connection.
+    pub(crate) fn is_bound_to(&self, session_id: &str, conn_id: u64) -> bool {
         self.lock()
             .get(session_id)
-            .map(|e| Delivery::new(e.inbox.clone(), SessionInput::Discard(message_id)))
+            .is_some_and(|e| e.bound == Some(conn_id))
+    }
+
+    /// A handle to a session's inbox.
+    pub(crate) fn inbox(&self, session_id: &str) -> Option<mpsc::Sender<SessionInput>> {
+        self.lock().get(session_id).map(|e| e.inbox.clone())
     }
 }
 
