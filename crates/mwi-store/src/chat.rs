@@ -52,7 +52,7 @@ pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<Ch
         session.local_path(),
         Some(app.config.msrp.max_message_bytes),
     );
-    let (answer, negotiated) = match build_answer(invite.body(), &local) {
+    let (answer, mut negotiated) = match build_answer(invite.body(), &local) {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(call_id, peer = %peer, reason = %e, "INVITE refused: no usable MSRP offer (488)");
@@ -73,6 +73,8 @@ pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<Ch
             return None;
         }
     };
+    // The session keeps the peer's path; the leg needs no second copy for the whole call.
+    let peer_path = std::mem::take(&mut negotiated.peer_path);
     let leg = ChatLeg {
         dialog,
         session,
@@ -80,11 +82,7 @@ pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<Ch
         call_id: call_id.to_string(),
         peer,
     };
-    if let Err(e) = leg
-        .session
-        .start(leg.negotiated.peer_path.clone(), leg.negotiated.role)
-        .await
-    {
+    if let Err(e) = leg.session.start(peer_path, leg.negotiated.role).await {
         tracing::info!(call_id, peer = %peer, error = %e, "MSRP session did not start; hanging up");
         leg.hang_up().await;
         return None;
