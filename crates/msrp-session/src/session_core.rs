@@ -90,7 +90,12 @@ impl SessionCore {
 
     /// Next frame to write.
     pub fn pop_output(&mut self) -> Option<Bytes> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if self.out.is_empty() {
+            // Let go of the queue's room: most sessions sit idle after a burst.
+            self.out = VecDeque::new();
+        }
+        next
     }
 
     pub fn has_output(&self) -> bool {
@@ -153,6 +158,12 @@ impl SessionCore {
     fn finish_send(&mut self, send: u64, result: Result<(), SendError>) -> CoreEvent {
         self.remaining.remove(&send);
         self.pending.retain(|_, p| p.send != send);
+        if self.remaining.is_empty() {
+            // Nothing in flight: let go of the tables' room (a map keeps it once grown, and
+            // an idle session may be held for minutes).
+            self.remaining = HashMap::new();
+            self.pending = HashMap::new();
+        }
         CoreEvent::SendDone { send, result }
     }
 
@@ -341,6 +352,25 @@ mod tests {
         f.body = body.map(|b| Bytes::copy_from_slice(b.as_bytes()));
         f.flag = flag;
         f
+    }
+
+    #[test]
+    fn an_idle_core_holds_no_room_from_its_last_send() {
+        let mut c = core();
+        c.send_message(
+            "text/plain",
+            &Bytes::from_static(b"0123456789"),
+            Instant::now(),
+        );
+        let frames = outputs(&mut c);
+        assert_eq!(c.out.capacity(), 0, "output queue let go once drained");
+        assert!(c.pending.capacity() > 0 && c.remaining.capacity() > 0);
+        let me: MsrpUri = "msrp://relay:1/r;tcp".parse().unwrap();
+        for f in &frames {
+            c.on_frame(f.response_to(200, None, &me));
+        }
+        assert_eq!(c.pending.capacity(), 0, "transaction table let go");
+        assert_eq!(c.remaining.capacity(), 0);
     }
 
     #[test]
