@@ -1,7 +1,8 @@
 //! Durable deposit rate through the group-commit path (issue 4 note, issue 9 "limit" figure):
 //! concurrent tasks inserting ~100-byte bodies with `synchronous=FULL`, each waiting for its
-//! acknowledgement before the next insert: 100 tasks with one row per commit, 100 tasks with
-//! group commit (batches then hold at most 100), and 1000 tasks (full 512-row batches). By hand,
+//! acknowledgement before the next insert: 100 tasks with one row per commit (whose fsyncs the
+//! WAL sync thread still shares), 100 tasks with group commit (batches then hold at most 100),
+//! and 1000 tasks (full 512-row batches). By hand,
 //! in release:
 //! `cargo test --release -p message-store --test throughput -- --ignored --nocapture
 //! --test-threads=1`.
@@ -102,13 +103,16 @@ async fn durable_insert_rate() {
     let single = run("100 tasks, one row per commit", 100, 1, secs).await;
     let grouped = run("100 tasks, group commit", 100, 512, secs).await;
     let wide = run("1000 tasks, group commit", 1000, 512, secs).await;
+    // One row per commit no longer means one fsync per row: the WAL sync thread covers every
+    // commit made while it synced with one fsync. Grouping rows still saves SQLite's per-commit
+    // work (dirty pages written once per batch, not once per row).
     assert!(
-        grouped > 2.0 * single,
+        grouped > single,
         "group commit must beat one row per commit"
     );
     assert!(
         wide > 2.0 * single,
-        "group commit must beat one row per commit"
+        "full batches must beat one row per commit by far"
     );
 }
 
