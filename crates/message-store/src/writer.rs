@@ -118,14 +118,17 @@ impl Writer {
         let checkpoints = Arc::new(CheckpointCounters::default());
         let checkpointer =
             Checkpointer::start(config, Arc::clone(&counters), Arc::clone(&checkpoints))?;
+        // Where SQLite refused WAL mode (some network file systems), there is no WAL to sync:
+        // its own `synchronous = FULL` commits stay as they are.
+        let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         let syncer = match config.synchronous {
-            Synchronous::Full => {
+            Synchronous::Full if journal.eq_ignore_ascii_case("wal") => {
                 let wal = wal_sync::open_wal(&config.path)?;
                 // The sync thread makes commits durable; SQLite's COMMIT only appends.
                 conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma_value())?;
                 Some(WalSyncer::start(wal, Arc::clone(&counters))?)
             }
-            Synchronous::Normal | Synchronous::Off => None,
+            Synchronous::Full | Synchronous::Normal | Synchronous::Off => None,
         };
         let batcher = Batcher {
             conn,
@@ -411,6 +414,27 @@ mod tests {
             }
         }
         assert_eq!(batcher.counters.snapshot().commits, 3);
+    }
+
+    #[test]
+    fn without_wal_mode_sqlite_keeps_syncing_its_own_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path().join("j.db"));
+        let conn = schema::open_writer(&config).unwrap();
+        // As if SQLite had refused WAL mode: no WAL file to sync.
+        conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        assert!(!dir.path().join("j.db-wal").exists());
+        let writer = Writer::start(conn, &config).unwrap();
+        let level = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(writer.call(|cx| {
+                Ok(cx
+                    .conn
+                    .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?)
+            }))
+            .unwrap();
+        assert_eq!(level, 2, "FULL: SQLite fsyncs each commit itself");
     }
 
     #[test]
