@@ -67,8 +67,8 @@ pub(crate) fn open_wal(db: &Path) -> Result<File, StoreError> {
 
 /// One committed batch waiting for its fsync.
 pub(crate) struct Committed {
+    /// One per job of the batch.
     pub(crate) answers: Vec<Box<dyn Answer>>,
-    pub(crate) jobs: usize,
     /// When the batch began, for the commit-latency histogram (which includes the fsync).
     pub(crate) started: Instant,
 }
@@ -122,7 +122,7 @@ fn run(mut wal: impl WalFile, queue: &Receiver<Committed>, counters: &WriterCoun
         }
         for batch in round.drain(..) {
             match &failed {
-                None => counters.committed(batch.jobs, batch.started.elapsed()),
+                None => counters.committed(batch.answers.len(), batch.started.elapsed()),
                 Some(_) => {
                     counters.failed_commits.fetch_add(1, Ordering::Relaxed);
                 }
@@ -193,7 +193,6 @@ pub(crate) mod tests {
             .unzip();
         let committed = Committed {
             answers,
-            jobs: n,
             started: Instant::now(),
         };
         (committed, receivers)

@@ -314,11 +314,7 @@ impl Batcher {
         match &commit {
             Ok(()) => match &self.syncer {
                 Some(syncer) if durable => {
-                    syncer.submit(Committed {
-                        answers,
-                        jobs,
-                        started,
-                    });
+                    syncer.submit(Committed { answers, started });
                     return;
                 }
                 _ => self.counters.committed(jobs, started.elapsed()),

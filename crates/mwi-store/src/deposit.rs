@@ -201,7 +201,8 @@ pub async fn handle_invite(
         let _ = invite.reject(404, Vec::new());
         return;
     };
-    let full = mailbox_is_full(&app, &mailbox.to_string()).await;
+    let parties = Parties::new(&mailbox, &identity);
+    let full = mailbox_is_full(&app, &parties.mailbox).await;
     if full && app.config.deposit.mailbox_full == MailboxFullPolicy::Reject {
         tracing::info!(call_id, mailbox = %mailbox, peer = %peer, "deposit refused: mailbox full (486)");
         let _ = invite.reject(
@@ -216,16 +217,15 @@ pub async fn handle_invite(
         );
         return;
     }
-    let caller = identity.aor.to_string();
     if let Err(headers) =
-        crate::limits::check_deposit_rate(&app, &caller, peer, "chat INVITE", false)
+        crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "chat INVITE", false)
     {
         let _ = invite.reject(486, headers);
         return;
     }
     let recipient = sip_core::headers::header_value(&invite.request().headers, "To")
         .and_then(|t| Aor::parse(&t).ok())
-        .map_or_else(|| mailbox.to_string(), |a| a.to_string());
+        .map_or_else(|| parties.mailbox.clone(), |a| a.to_string());
     // Boxed: the answer's state (SDP, MSRP set-up) is freed once the session runs.
     let Some(leg) = Box::pin(chat::answer(&app, invite, &call_id)).await else {
         return;
@@ -240,23 +240,21 @@ pub async fn handle_invite(
         "deposit session started"
     );
     let mut leg = leg;
-    let (stored, reason) = run_session(&app, &mut leg, &mailbox, &identity, &recipient, full).await;
+    let (stored, reason) = run_session(&app, &mut leg, &parties, &recipient, full).await;
     leg.session.close();
     tracing::info!(call_id, mailbox = %mailbox, peer = %peer, stored, reason, "deposit session ended");
 }
 
 /// The greeting as the called user (CPIM when the caller takes it).
-fn greeting(
-    leg: &ChatLeg,
-    mailbox: &Aor,
-    caller: &AssertedIdentity,
-    text: &str,
-) -> (String, Bytes) {
+fn greeting(leg: &ChatLeg, parties: &Parties<'_>, text: &str) -> (String, Bytes) {
     let plain = "text/plain;charset=UTF-8";
     if leg.accepts_cpim() {
         let cpim = CpimMessage::new(
-            &CpimAddress::new(None, mailbox.to_string()),
-            &CpimAddress::new(caller.display_name.as_deref(), caller.aor.to_string()),
+            &CpimAddress::new(None, parties.mailbox.clone()),
+            &CpimAddress::new(
+                parties.sender.display_name.as_deref(),
+                parties.sender_aor.clone(),
+            ),
             Some(Utc::now().fixed_offset()),
             plain,
             Bytes::copy_from_slice(text.as_bytes()),
@@ -270,8 +268,7 @@ fn greeting(
 async fn run_session(
     app: &Arc<App>,
     leg: &mut ChatLeg,
-    mailbox: &Aor,
-    identity: &AssertedIdentity,
+    parties: &Parties<'_>,
     recipient: &str,
     full: bool,
 ) -> (u64, &'static str) {
@@ -283,7 +280,6 @@ async fn run_session(
     // in the order they were queued, so the oldest is always the next to finish and the 200s
     // leave in order (no task per message).
     let mut committing: VecDeque<Commit> = VecDeque::new();
-    let parties = Parties::new(mailbox, identity);
     let reason = loop {
         tokio::select! {
             ev = leg.dialog.next_event() => match ev {
@@ -307,7 +303,7 @@ async fn run_session(
                         } else {
                             app.config.deposit.greeting.clone()
                         };
-                        let (ct, body) = greeting(leg, mailbox, identity, &text);
+                        let (ct, body) = greeting(leg, parties, &text);
                         let sender = leg.session.sender();
                         let call_id = leg.call_id.clone();
                         tokio::spawn(async move {
@@ -328,7 +324,7 @@ async fn run_session(
                         }
                         committing.pop_front();
                     }
-                    if let Some(work) = store_message(app, leg, &parties, recipient, *m) {
+                    if let Some(work) = store_message(app, leg, parties, recipient, *m) {
                         committing.push_back(Box::pin(work));
                     }
                 }
