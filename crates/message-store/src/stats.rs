@@ -1,5 +1,6 @@
-//! Writer figures for metrics: commits, jobs, group-commit batch sizes and commit latency,
-//! kept in lock-free counters and read as a snapshot (Prometheus histogram shape).
+//! Writer figures for metrics: commits, jobs, group-commit batch sizes, commit latency and its
+//! two parts that can stall (the wait for the writer, the WAL fsync), kept in lock-free
+//! counters and read as a snapshot (Prometheus histogram shape).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -82,6 +83,12 @@ pub struct WriterStats {
     pub batch_sizes: Histogram,
     /// Time from `BEGIN` to the end of `COMMIT` (fsync included), µs.
     pub commit_micros: Histogram,
+    /// Time a job waited in the writer's queue before its batch began, µs: long when the
+    /// writer is saturated or stalled.
+    pub queue_wait_micros: Histogram,
+    /// Duration of each WAL `fdatasync` (`synchronous = FULL` in WAL mode), µs: long when the
+    /// disk is slow or busy (a checkpoint's writes, another process).
+    pub wal_sync_micros: Histogram,
 }
 
 #[derive(Debug)]
@@ -89,6 +96,12 @@ pub(crate) struct WriterCounters {
     pub(crate) failed_commits: AtomicU64,
     batch_sizes: AtomicHistogram,
     commit_micros: AtomicHistogram,
+    queue_wait_micros: AtomicHistogram,
+    wal_sync_micros: AtomicHistogram,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl WriterCounters {
@@ -97,14 +110,25 @@ impl WriterCounters {
             failed_commits: AtomicU64::new(0),
             batch_sizes: AtomicHistogram::new(BATCH_SIZE_BOUNDS),
             commit_micros: AtomicHistogram::new(COMMIT_MICROS_BOUNDS),
+            queue_wait_micros: AtomicHistogram::new(COMMIT_MICROS_BOUNDS),
+            wal_sync_micros: AtomicHistogram::new(COMMIT_MICROS_BOUNDS),
         }
+    }
+
+    /// A job waited `waited` between its queueing and the start of its batch.
+    pub(crate) fn dequeued(&self, waited: Duration) {
+        self.queue_wait_micros.observe(micros(waited));
+    }
+
+    /// One WAL fsync took `took`.
+    pub(crate) fn wal_synced(&self, took: Duration) {
+        self.wal_sync_micros.observe(micros(took));
     }
 
     pub(crate) fn committed(&self, jobs: usize, took: Duration) {
         self.batch_sizes
             .observe(u64::try_from(jobs).unwrap_or(u64::MAX));
-        self.commit_micros
-            .observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self.commit_micros.observe(micros(took));
     }
 
     /// Transactions committed so far.
@@ -121,6 +145,8 @@ impl WriterCounters {
             jobs: batch_sizes.sum,
             batch_sizes,
             commit_micros: self.commit_micros.snapshot(),
+            queue_wait_micros: self.queue_wait_micros.snapshot(),
+            wal_sync_micros: self.wal_sync_micros.snapshot(),
         }
     }
 }

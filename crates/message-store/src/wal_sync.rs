@@ -111,7 +111,10 @@ fn run(mut wal: impl WalFile, queue: &Receiver<Committed>, counters: &WriterCoun
         round.push(first);
         round.extend(queue.try_iter());
         if failed.is_none() {
-            if let Err(e) = wal.sync() {
+            let syncing = Instant::now();
+            let synced = wal.sync();
+            counters.wal_synced(syncing.elapsed());
+            if let Err(e) = synced {
                 tracing::error!(
                     error = %e,
                     "store: fsync of the WAL failed; no commit can be acknowledged from now on. \
@@ -236,6 +239,28 @@ pub(crate) mod tests {
         );
         let stats = counters.snapshot();
         assert_eq!((stats.commits, stats.jobs), (3, 6));
+    }
+
+    #[test]
+    fn every_fsync_is_timed() {
+        let (syncer, Gate { go, syncs }, counters) = syncer();
+        let (first, first_rx) = batch(1);
+        syncer.submit(first);
+        syncs.recv_timeout(WAIT).unwrap();
+        // A slow disk: this fsync takes at least 30 ms.
+        std::thread::sleep(Duration::from_millis(30));
+        go.send(Ok(())).unwrap();
+        for rx in first_rx {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+        let synced = counters.snapshot().wal_sync_micros;
+        assert_eq!(synced.count, 1);
+        assert!(synced.sum >= 30_000, "{synced:?}");
+        assert_eq!(
+            synced.counts.iter().take(7).sum::<u64>(),
+            0,
+            "not under 10 ms"
+        );
     }
 
     #[test]

@@ -48,6 +48,8 @@ trait Job: Send {
     fn abort(self: Box<Self>, error: StoreError);
     /// Whether the caller relies on the result surviving power loss.
     fn durable(&self) -> bool;
+    /// When the job was queued.
+    fn queued_at(&self) -> Instant;
 }
 
 /// A job's result waiting for the commit of its batch.
@@ -57,6 +59,7 @@ pub(crate) trait Answer: Send {
 }
 
 struct Call<F, T> {
+    queued_at: Instant,
     work: F,
     durable: bool,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -87,6 +90,10 @@ where
 
     fn durable(&self) -> bool {
         self.durable
+    }
+
+    fn queued_at(&self) -> Instant {
+        self.queued_at
     }
 }
 
@@ -200,6 +207,7 @@ impl Writer {
         let queued = self
             .jobs
             .send(Box::new(Call {
+                queued_at: Instant::now(),
                 work,
                 durable,
                 reply,
@@ -289,6 +297,10 @@ impl Batcher {
         };
         let jobs = batch.len();
         let durable = batch.iter().any(|job| job.durable());
+        for job in batch.iter() {
+            self.counters
+                .dequeued(started.saturating_duration_since(job.queued_at()));
+        }
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(jobs);
         let mut lost = None;
         for job in batch.drain(..) {
@@ -376,6 +388,7 @@ mod tests {
         };
         (
             Box::new(Call {
+                queued_at: Instant::now(),
                 work,
                 durable,
                 reply,
@@ -431,6 +444,21 @@ mod tests {
             }))
             .unwrap();
         assert_eq!(level, 2, "FULL: SQLite fsyncs each commit itself");
+    }
+
+    #[test]
+    fn the_wait_of_every_job_for_its_batch_is_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batcher, _jobs, _gate) = batcher(dir.path());
+        let (early, _a) = probe(false);
+        // The writer is busy elsewhere for 20 ms while the first job waits.
+        std::thread::sleep(Duration::from_millis(20));
+        let (late, _b) = probe(false);
+        batcher.run_batch(&mut vec![early, late]);
+        let waited = batcher.counters.snapshot().queue_wait_micros;
+        assert_eq!(waited.count, 2, "one observation per job");
+        assert!(waited.sum >= 20_000, "{waited:?}");
+        assert_eq!(waited.counts[0], 1, "the late job waited under 100 µs");
     }
 
     #[test]

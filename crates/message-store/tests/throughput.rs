@@ -65,6 +65,19 @@ fn percentile_micros(sorted: &[Duration], q: f64) -> u128 {
     sorted[((sorted.len() - 1) as f64 * q) as usize].as_micros()
 }
 
+/// The upper bound of the histogram bucket holding the `q` quantile (`u64::MAX`: above all).
+fn bucket_quantile(h: &message_store::Histogram, q: f64) -> u64 {
+    let rank = (h.count as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (i, n) in h.counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank.max(1) {
+            return h.bounds.get(i).copied().unwrap_or(u64::MAX);
+        }
+    }
+    0
+}
+
 async fn run(label: &str, tasks: usize, max_rows: usize, duration: Duration) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path().join("bench.db"));
@@ -147,7 +160,8 @@ async fn paced_insert_latency() {
         .unwrap_or(0);
     println!(
         "paced {rate:.0}/s: {} inserts, latency p50 {} µs, p99 {} µs, max {} µs; {} commits, \
-         mean commit {} µs, slowest <= {slowest} µs; {} background checkpoints",
+         mean commit {} µs, slowest <= {slowest} µs; {} background checkpoints; \
+         p99 of the wait for the writer <= {} µs, of the WAL fsync <= {} µs",
         latencies.len(),
         at(0.5),
         at(0.99),
@@ -155,6 +169,8 @@ async fn paced_insert_latency() {
         stats.commits,
         stats.commit_micros.sum / stats.commit_micros.count.max(1),
         stats.background_checkpoints,
+        bucket_quantile(&stats.queue_wait_micros, 0.99),
+        bucket_quantile(&stats.wal_sync_micros, 0.99),
     );
     assert_eq!(store.stats().await.unwrap().new, latencies.len() as u64);
 }

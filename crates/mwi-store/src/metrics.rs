@@ -261,6 +261,20 @@ impl Metrics {
         );
         histogram(
             o,
+            "mwi_store_store_queue_wait_seconds",
+            "Time a store job waited for the writer before its transaction began.",
+            &writer.queue_wait_micros,
+            1e6,
+        );
+        histogram(
+            o,
+            "mwi_store_store_wal_fsync_seconds",
+            "Duration of each WAL fdatasync that makes commits durable.",
+            &writer.wal_sync_micros,
+            1e6,
+        );
+        histogram(
+            o,
             "mwi_store_store_commit_batch_size",
             "Jobs (deposits, acknowledgements, ...) per group commit.",
             &writer.batch_sizes,
@@ -543,6 +557,18 @@ mod tests {
             },
             commit_micros: Histogram {
                 bounds: COMMIT_MICROS_BOUNDS,
+                counts: commit.clone(),
+                sum: 2_050,
+                count: 3,
+            },
+            queue_wait_micros: Histogram {
+                bounds: COMMIT_MICROS_BOUNDS,
+                counts: commit.clone(),
+                sum: 2_050,
+                count: 3,
+            },
+            wal_sync_micros: Histogram {
+                bounds: COMMIT_MICROS_BOUNDS,
                 counts: commit,
                 sum: 2_050,
                 count: 3,
@@ -614,6 +640,13 @@ mod tests {
         assert_eq!(v(&format!("{h}_bucket{{le=\"+Inf\"}}")), 3.0);
         assert!((v(&format!("{h}_sum")) - 0.00205).abs() < 1e-12);
         assert_eq!(v(&format!("{h}_count")), 3.0);
+        for h in [
+            "mwi_store_store_queue_wait_seconds",
+            "mwi_store_store_wal_fsync_seconds",
+        ] {
+            assert_eq!(v(&format!("{h}_bucket{{le=\"0.001\"}}")), 3.0);
+            assert_eq!(v(&format!("{h}_count")), 3.0);
+        }
         let b = "mwi_store_store_commit_batch_size";
         assert_eq!(v(&format!("{b}_bucket{{le=\"1\"}}")), 1.0);
         assert_eq!(v(&format!("{b}_bucket{{le=\"2\"}}")), 3.0);
