@@ -74,7 +74,8 @@ pub struct StoreConfig {
     pub group_commit_max_rows: usize,
     /// Group commit: how long the writer waits for more jobs after the first one of a batch.
     /// It stops sooner once no job has arrived for 100 µs (everyone waiting is in the batch);
-    /// zero commits whatever is queued at once.
+    /// zero (the default, as PostgreSQL's `commit_delay`) commits whatever is queued at once:
+    /// batches still grow with the load, from the jobs that queue while a batch runs.
     pub group_commit_max_wait: Duration,
     /// Read-only connections for counts and listings (at least one is opened).
     pub read_connections: usize,
@@ -95,7 +96,7 @@ impl StoreConfig {
             path: path.into(),
             synchronous: Synchronous::Full,
             group_commit_max_rows: 512,
-            group_commit_max_wait: Duration::from_millis(1),
+            group_commit_max_wait: Duration::ZERO,
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
             release_claims_on_open: true,

@@ -462,6 +462,33 @@ mod tests {
     }
 
     #[test]
+    fn by_default_a_batch_takes_what_is_queued_and_does_not_wait_for_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut batcher, jobs, _gate) = batcher(dir.path());
+        batcher.max_wait = StoreConfig::new(dir.path().join("w.db")).group_commit_max_wait;
+        batcher.max_jobs = 512;
+        for _ in 0..3 {
+            jobs.send(probe(true).0).unwrap();
+        }
+        // A steady stream, a job every 30 µs for 5 ms: waiting for more would take them in.
+        let feeder = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut next = Duration::ZERO;
+            while next < Duration::from_millis(5) {
+                while start.elapsed() < next {
+                    std::hint::spin_loop();
+                }
+                let _ = jobs.send(probe(true).0);
+                next += Duration::from_micros(30);
+            }
+        });
+        let mut batch = Vec::new();
+        batcher.collect(&mut batch);
+        assert!(batch.len() < 10, "waited for more: {} jobs", batch.len());
+        feeder.join().unwrap();
+    }
+
+    #[test]
     fn collect_stops_at_max_jobs_and_when_the_queue_is_idle() {
         let dir = tempfile::tempdir().unwrap();
         let (batcher, jobs, _gate) = batcher(dir.path());

@@ -129,7 +129,7 @@ impl Default for StoreSection {
             path: PathBuf::from("mwi-store.db"),
             synchronous: SynchronousMode::Full,
             group_commit_max_rows: 512,
-            group_commit_max_wait_us: 1000,
+            group_commit_max_wait_us: 0,
             max_message_bytes: 1024 * 1024,
             max_messages_per_mailbox: 1000,
             max_bytes_per_mailbox: 16 * 1024 * 1024,
