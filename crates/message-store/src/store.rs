@@ -105,16 +105,18 @@ impl Store {
             .await
     }
 
-    /// Saves the RFC 3903 publication of `mailbox` (`None` forgets it).
-    pub async fn save_publication(
+    /// Saves the RFC 3903 publication of `mailbox` (`None` forgets it); resolves once durable.
+    ///
+    /// The save is queued when this is called, so saves made one after another and awaited
+    /// afterwards share a commit (and its fsync) instead of waiting for one each.
+    pub fn save_publication(
         &self,
         mailbox: &str,
         record: Option<PublicationRecord>,
-    ) -> Result<(), StoreError> {
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let mailbox = mailbox.to_owned();
         self.writer
-            .call(move |cx| publication::save(cx, &mailbox, record.as_ref()))
-            .await
+            .call_queued(move |cx| publication::save(cx, &mailbox, record.as_ref()))
     }
 
     /// Deletes the messages of `mailbox` (only those received more than `older_than` ago when

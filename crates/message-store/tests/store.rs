@@ -419,6 +419,40 @@ async fn publication_state_persists_and_can_be_forgotten() {
 }
 
 #[tokio::test]
+async fn publication_saves_made_together_share_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = store.writer_stats().commits;
+    // Queued when called: twenty saves made before any is awaited.
+    let saves: Vec<_> = (0..20)
+        .map(|i| {
+            store.save_publication(
+                &format!("sip:user{i}@example.com"),
+                Some(PublicationRecord {
+                    etag: format!("e.{i}"),
+                    expires_at: t(1_700_003_600),
+                }),
+            )
+        })
+        .collect();
+    for saved in saves {
+        saved.await.unwrap();
+    }
+    let commits = store.writer_stats().commits - before;
+    // Usually one or two commits (the writer may wake after the first is queued); one at a
+    // time they would take twenty. The bound leaves room for a preempted test thread.
+    assert!(commits < 10, "{commits} commits for 20 saves");
+    for i in [0, 19] {
+        let record = store
+            .publication(&format!("sip:user{i}@example.com"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.etag, format!("e.{i}"));
+    }
+}
+
+#[tokio::test]
 async fn counters_always_match_a_recount() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -208,6 +208,9 @@ struct Driver {
 }
 
 /// Saves entity-tags in the order they were taken; a burst keeps only each mailbox's latest.
+/// The saves of a burst are queued together and share one durable commit: one after another,
+/// each waiting for its own fsync, the last ETag of a burst over many mailboxes would reach
+/// the disk many commits late, and a crash meanwhile would republish with an older one.
 async fn persist_etags(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<(String, Option<PublicationRecord>)>,
@@ -218,8 +221,15 @@ async fn persist_etags(
         while let Ok((m, r)) = rx.try_recv() {
             latest.insert(m, r);
         }
-        for (mailbox, record) in latest {
-            if let Err(e) = store.save_publication(&mailbox, record).await {
+        let saves: Vec<_> = latest
+            .into_iter()
+            .map(|(mailbox, record)| {
+                let saved = store.save_publication(&mailbox, record);
+                (mailbox, saved)
+            })
+            .collect();
+        for (mailbox, saved) in saves {
+            if let Err(e) = saved.await {
                 tracing::warn!(mailbox, error = %e, "cannot persist the publication's ETag; a restart will publish afresh");
             }
         }
