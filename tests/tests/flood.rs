@@ -1,7 +1,8 @@
 //! Issue 10, flood: 10,000 garbage UDP datagrams and 1,000 half-open TCP connections (half to
 //! SIP, half to MSRP; fewer when `ulimit -n` is low) hit the server on loopback while a normal
 //! chat deposit and a MESSAGE still succeed; the refusals are logged as one summary line per
-//! interval, not one per packet.
+//! interval, not one per packet. MSRP connections beyond `limits.max_msrp_connections` are
+//! closed at accept, and a closed one frees its place for a caller.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use e2e_tests::{client, deposit, open_store, Server};
 use mwi_store::client::chat::CallOptions;
 use mwi_store::client::sip_uac::final_response;
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -170,5 +171,47 @@ async fn garbage_and_half_open_connections_do_not_stop_a_deposit() -> anyhow::Re
         summaries.len()
     );
     drop(held);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msrp_connections_beyond_the_cap_are_closed_and_a_freed_place_serves_a_caller(
+) -> anyhow::Result<()> {
+    let mut server = Server::start(
+        "[mwi]\nmode = \"notify\"\n[limits]\nmax_sessions = 2\nmax_msrp_connections = 2\n",
+    )?;
+    // Two idle sockets take every place; the server would drop them only after 30 s.
+    let first = TcpStream::connect(server.msrp).await?;
+    let _second = TcpStream::connect(server.msrp).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(server.msrp).await?;
+    let mut rest = Vec::new();
+    // Closed at accept (EOF or a reset), long before the 30 s an idle socket gets.
+    let closed = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection beyond the cap stayed open");
+    server.wait_log(
+        |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("MSRP connection refused"))
+        },
+        Duration::from_secs(3),
+    )?;
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(
+        &uac,
+        &msrp,
+        &alice,
+        &[("text/plain", Bytes::from_static(b"room"))],
+        WAIT,
+    )
+    .await
+    .context("a deposit in the freed place")?;
+    let stored = open_store(&server.db)?.messages(BOB, true).await?;
+    assert_eq!(stored.len(), 1);
     Ok(())
 }

@@ -18,6 +18,7 @@ use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::codec::{Decoded, MsrpDecoder, Rejection};
 use crate::endpoint::{Registry, RouteOutcome};
@@ -201,10 +202,18 @@ pub(crate) fn spawn(
     stream: TcpStream,
     registry: Arc<Registry>,
     initial: Option<String>,
+    inbound: Option<OwnedSemaphorePermit>,
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    spawn_halves(ReadSide::Tcp(rd), Box::new(wr), false, registry, initial)
+    spawn_halves(
+        ReadSide::Tcp(rd),
+        Box::new(wr),
+        false,
+        registry,
+        initial,
+        inbound,
+    )
 }
 
 /// Like [`spawn`] for a stream after its TLS handshake (`msrps` URIs, RFC 4975 §14.2).
@@ -212,6 +221,7 @@ pub(crate) fn spawn_tls<S>(
     stream: S,
     registry: Arc<Registry>,
     initial: Option<String>,
+    inbound: Option<OwnedSemaphorePermit>,
 ) -> ConnHandle
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -223,6 +233,7 @@ where
         true,
         registry,
         initial,
+        inbound,
     )
 }
 
@@ -232,6 +243,7 @@ fn spawn_halves(
     flush: bool,
     registry: Arc<Registry>,
     initial: Option<String>,
+    inbound: Option<OwnedSemaphorePermit>,
 ) -> ConnHandle {
     let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
     let (ctl_tx, ctl_rx) = mpsc::unbounded();
@@ -248,6 +260,7 @@ fn spawn_halves(
         own: VecDeque::new(),
         delivery: None,
         closing: false,
+        _inbound: inbound,
     });
     tokio::spawn(conn.run(
         Io {
@@ -286,6 +299,9 @@ struct Connection {
     delivery: Option<Delivery>,
     /// The stream is broken or the connection is done: stop reading and routing.
     closing: bool,
+    /// An accepted connection's place under `max_inbound_connections`, given back when the
+    /// task ends.
+    _inbound: Option<OwnedSemaphorePermit>,
 }
 
 /// What woke the connection's task.
@@ -716,7 +732,7 @@ mod tests {
             .unwrap();
         let registry = Arc::new(Registry::with_session("s1", inbox));
         let (mut peer, ours) = tokio::io::duplex(64 * 1024);
-        let mut handle = spawn_tls(ours, registry, None);
+        let mut handle = spawn_tls(ours, registry, None, None);
         peer.write_all(&send_to("s1", "tid00001")).await.unwrap();
         peer.write_all(&send_to("s1", "tid00002")).await.unwrap();
         // The session is stuck; its connection still writes what is queued for it.
@@ -744,7 +760,7 @@ mod tests {
         let (inbox, mut session_rx) = mpsc::channel(BUFFER);
         let registry = Arc::new(Registry::with_session("s1", inbox));
         let (mut peer, ours) = tokio::io::duplex(64 * 1024);
-        let _handle = spawn_tls(ours, registry, None);
+        let _handle = spawn_tls(ours, registry, None, None);
         for i in 0..10 {
             peer.write_all(&send_to("s1", &format!("tid0000{i}")))
                 .await
@@ -769,7 +785,7 @@ mod tests {
         let (inbox, _session_rx) = mpsc::channel(8);
         let registry = Arc::new(Registry::with_session("s1", inbox));
         let (mut peer, ours) = tokio::io::duplex(64 * 1024);
-        let mut handle = spawn_tls(ours, registry, Some("s1".into()));
+        let mut handle = spawn_tls(ours, registry, Some("s1".into()), None);
         for part in ["MSRP a 200 OK\r\n", "MSRP b 200 OK\r\n"] {
             send_bounded(&mut handle.write_tx, Bytes::from(part))
                 .await
@@ -801,9 +817,9 @@ mod tests {
         registry.config.bind_timeout = bind_timeout;
         let registry = Arc::new(registry);
         let (mut idle, ours) = tokio::io::duplex(1024);
-        let _idle = spawn_tls(ours, registry.clone(), None);
+        let _idle = spawn_tls(ours, registry.clone(), None, None);
         let (mut bound, ours) = tokio::io::duplex(1024);
-        let _bound = spawn_tls(ours, registry, Some("s1".into()));
+        let _bound = spawn_tls(ours, registry, Some("s1".into()), None);
         let mut rest = Vec::new();
         timeout(bind_timeout * 20, idle.read_to_end(&mut rest))
             .await
@@ -822,7 +838,7 @@ mod tests {
         let (inbox, _session_rx) = mpsc::channel(8);
         let registry = Arc::new(Registry::with_session("s1", inbox));
         let (mut peer, ours) = tokio::io::duplex(64 * 1024);
-        let _handle = spawn_tls(ours, registry, None);
+        let _handle = spawn_tls(ours, registry, None, None);
         peer.write_all(&send_to("nope", "tid00009")).await.unwrap();
         read_some(&mut peer, b"MSRP tid00009 481").await;
     }

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_channel::mpsc;
 use tokio::net::TcpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::codec::DecoderLimits;
@@ -38,6 +40,11 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// TCP listen backlog (bursts of callers, see SPEC §5).
     pub listen_backlog: u32,
+    /// Accepted connections open at once (TLS handshakes included). Beyond it a new one is
+    /// closed as soon as it is accepted: a flood of idle sockets cannot take every file
+    /// descriptor (each also waits `bind_timeout` for a session). Our own outgoing
+    /// connections (active role) are not counted.
+    pub max_inbound_connections: usize,
     /// TLS: the endpoint then listens with TLS and its paths are `msrps` URIs.
     pub tls: Option<MsrpTls>,
 }
@@ -63,6 +70,7 @@ impl Default for EndpointConfig {
             bind_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
+            max_inbound_connections: 16_384,
             tls: None,
         }
     }
@@ -170,6 +178,10 @@ struct EndpointInner {
     local_addr: SocketAddr,
     host: String,
     accept_task: JoinHandle<()>,
+    /// One permit per accepted connection open now.
+    inbound: Arc<Semaphore>,
+    /// Connections closed at accept because `max_inbound_connections` were open.
+    refused: Arc<AtomicU64>,
 }
 
 impl Drop for EndpointInner {
@@ -212,14 +224,32 @@ impl MsrpEndpoint {
             .tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
+        let max_inbound = reg.config.max_inbound_connections.max(1);
+        let inbound = Arc::new(Semaphore::new(max_inbound));
+        let refused = Arc::new(AtomicU64::new(0));
+        let (slots, refusals) = (inbound.clone(), refused.clone());
         let accept_task = tokio::spawn(async move {
+            // Warn once per spell of refusals, not once per connection of a flood.
+            let mut refusing = false;
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            refusals.fetch_add(1, Ordering::Relaxed);
+                            if !refusing {
+                                refusing = true;
+                                tracing::warn!(%peer, max = max_inbound, "MSRP connection refused: \
+                                    max_inbound_connections are open (raise msrp.max_connections \
+                                    if they are real callers)");
+                            }
+                            drop(stream);
+                            continue;
+                        };
+                        refusing = false;
                         tracing::debug!(%peer, "MSRP connection accepted");
                         match &acceptor {
                             None => {
-                                connection::spawn(stream, reg.clone(), None);
+                                connection::spawn(stream, reg.clone(), None, Some(slot));
                             }
                             Some(acceptor) => {
                                 tokio::spawn(accept_tls(
@@ -227,6 +257,7 @@ impl MsrpEndpoint {
                                     stream,
                                     peer,
                                     reg.clone(),
+                                    slot,
                                 ));
                             }
                         }
@@ -245,8 +276,21 @@ impl MsrpEndpoint {
                 local_addr,
                 host,
                 accept_task,
+                inbound,
+                refused,
             }),
         })
+    }
+
+    /// Accepted connections open now.
+    pub fn inbound_connections(&self) -> usize {
+        let max = self.inner.registry.config.max_inbound_connections.max(1);
+        max.saturating_sub(self.inner.inbound.available_permits())
+    }
+
+    /// Connections closed at accept so far because `max_inbound_connections` were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
     }
 
     /// The address actually bound.
@@ -293,12 +337,13 @@ async fn accept_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     registry: Arc<Registry>,
+    slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let timeout = registry.config.connect_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
-            connection::spawn_tls(tls, registry, None);
+            connection::spawn_tls(tls, registry, None, Some(slot));
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MSRP TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "MSRP TLS handshake timed out"),

@@ -583,6 +583,7 @@ impl SessionTask {
                 stream,
                 self.registry.clone(),
                 Some(self.id.clone()),
+                None,
             ));
         }
         let Some(tls) = &self.registry.config.tls else {
@@ -599,6 +600,7 @@ impl SessionTask {
             stream,
             self.registry.clone(),
             Some(self.id.clone()),
+            None,
         ))
     }
 

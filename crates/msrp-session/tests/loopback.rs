@@ -1,6 +1,7 @@
 //! Loopback tests of the session/connection driver on 127.0.0.1: two endpoints exchanging a
 //! 1 MiB message in 2 KiB chunks, a peer behind a relay-style two-hop path, 481 and 506,
-//! garbage answered 400 while another session keeps working, report and response options.
+//! garbage answered 400 while another session keeps working, report and response options, the
+//! cap on accepted connections.
 
 use std::time::Duration;
 
@@ -514,4 +515,59 @@ async fn body_without_content_type_is_400_and_dropping_the_session_closes_the_co
         "connection closed with its last session"
     );
     assert_eq!(server.session_count(), 0);
+}
+
+/// Reads until the server closes the socket; fails if it stays open for `T`.
+async fn closed_by_server(sock: &mut TcpStream) {
+    let mut rest = Vec::new();
+    timeout(T, sock.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_a_closed_one_frees_its_place() {
+    let cfg = EndpointConfig {
+        max_inbound_connections: 2,
+        ..EndpointConfig::default()
+    };
+    let ep = endpoint(cfg).await;
+    let first = TcpStream::connect(ep.local_addr()).await.expect("connect");
+    let _second = TcpStream::connect(ep.local_addr()).await.expect("connect");
+    let wait_for = |n: usize| {
+        let ep = ep.clone();
+        async move {
+            timeout(T, async {
+                while ep.inbound_connections() != n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("connection count in time");
+        }
+    };
+    wait_for(2).await;
+    // The third is accepted and closed at once: the server's side reads as EOF.
+    let mut third = TcpStream::connect(ep.local_addr()).await.expect("connect");
+    closed_by_server(&mut third).await;
+    assert_eq!(ep.refused_connections(), 1);
+    assert_eq!(ep.inbound_connections(), 2);
+    // A closed connection gives its place back: the next one is served (a bind to a session).
+    drop(first);
+    wait_for(1).await;
+    let mut s = ep.create_session();
+    let us = s.local_uri().to_string();
+    let mut peer = RawPeer::connect(&ep).await;
+    peer.write(&send_frame(
+        "bnd00001",
+        &us,
+        "msrp://127.0.0.1:9/peer1;tcp",
+        "",
+        None,
+    ))
+    .await;
+    assert_eq!(peer.expect_frame().await.status_code(), Some(200));
+    assert!(matches!(event(&mut s).await, SessionEvent::Bound));
+    assert_eq!(ep.refused_connections(), 1);
 }

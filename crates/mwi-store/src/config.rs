@@ -312,6 +312,9 @@ pub struct LimitsSection {
     pub max_sip_body_bytes: usize,
     /// Accepted SIP TCP/TLS connections at once; more are closed at once.
     pub max_sip_tcp_connections: usize,
+    /// Accepted MSRP connections at once, per MSRP listener (TLS handshakes included); more
+    /// are closed at once. Each chat session holds one, so at least `max_sessions`.
+    pub max_msrp_connections: usize,
     /// Body of one MSRP chunk, bytes; larger is answered 413 (the message size is
     /// `msrp.max_message_bytes`, also 413).
     pub max_msrp_chunk_bytes: usize,
@@ -338,6 +341,7 @@ impl Default for LimitsSection {
             max_sip_head_bytes: 16 * 1024,
             max_sip_body_bytes: 64 * 1024,
             max_sip_tcp_connections: 1024,
+            max_msrp_connections: 16_384,
             max_msrp_chunk_bytes: 1024 * 1024,
             max_pending_sends: 64,
             deposit_rate_per_minute: 600,
@@ -548,6 +552,14 @@ impl Config {
         if l.log_interval_secs == 0 {
             bail!("key `limits.log_interval_secs` = 0: must be at least 1");
         }
+        if l.max_msrp_connections < l.max_sessions {
+            bail!(
+                "key `limits.max_msrp_connections` = {}: must be at least `limits.max_sessions` \
+                 ({}): each chat session holds one MSRP connection",
+                l.max_msrp_connections,
+                l.max_sessions
+            );
+        }
         Ok(())
     }
 
@@ -666,6 +678,20 @@ idle_timeout_secs = 90
         let listen = c.sip_listen().expect("listen parses");
         assert_eq!(listen[1].transport, Transport::Tcp);
         assert_eq!(listen[1].addr.port(), 5070);
+    }
+
+    #[test]
+    fn msrp_connections_below_the_sessions_are_refused() {
+        let err = Config::parse("[limits]\nmax_sessions = 10\nmax_msrp_connections = 5\n")
+            .expect_err("fewer connections than sessions");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("limits.max_msrp_connections") && msg.contains("max_sessions"),
+            "{msg}"
+        );
+        let c = Config::parse("[limits]\nmax_sessions = 10\nmax_msrp_connections = 10\n")
+            .expect("as many connections as sessions");
+        assert_eq!(c.limits.max_msrp_connections, 10);
     }
 
     #[test]

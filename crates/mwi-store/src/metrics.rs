@@ -132,12 +132,29 @@ impl Metrics {
         self.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The exposition text: these counters, the store writer's figures and, when readable, the
-    /// store's current contents.
-    pub fn render(&self, writer: &WriterStats, held: Option<&StoreStats>) -> String {
+    /// The exposition text: these counters, the store writer's figures, the MSRP listeners'
+    /// connections and, when readable, the store's current contents.
+    pub fn render(
+        &self,
+        writer: &WriterStats,
+        held: Option<&StoreStats>,
+        msrp: MsrpConnections,
+    ) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(4096);
         let o = &mut out;
+        gauge(
+            o,
+            "mwi_store_msrp_connections",
+            "MSRP connections accepted and open now (every MSRP listener).",
+            msrp.open,
+        );
+        counter(
+            o,
+            "mwi_store_msrp_connections_refused_total",
+            "MSRP connections closed at accept: limits.max_msrp_connections were open.",
+            msrp.refused,
+        );
         family(
             o,
             "mwi_store_build_info",
@@ -465,7 +482,8 @@ async fn serve_one(app: &App, mut stream: TcpStream) {
                     None
                 }
             };
-            let body = METRICS.render(&app.store.writer_stats(), held.as_ref());
+            let msrp = MsrpConnections::of(std::iter::once(&app.msrp).chain(app.msrps.as_ref()));
+            let body = METRICS.render(&app.store.writer_stats(), held.as_ref(), msrp);
             respond(
                 &mut stream,
                 "200 OK",
@@ -487,6 +505,27 @@ async fn serve_one(app: &App, mut stream: TcpStream) {
             respond(&mut stream, "405 Method Not Allowed", "text/plain", "").await;
         }
         Route::BadRequest => respond(&mut stream, "400 Bad Request", "text/plain", "").await,
+    }
+}
+
+/// The MSRP listeners' connection figures, read at each scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsrpConnections {
+    /// Accepted connections open now.
+    pub open: u64,
+    /// Connections closed at accept because the cap was reached.
+    pub refused: u64,
+}
+
+impl MsrpConnections {
+    /// Sums the figures of `endpoints`.
+    pub fn of<'a>(endpoints: impl IntoIterator<Item = &'a msrp_session::MsrpEndpoint>) -> Self {
+        endpoints
+            .into_iter()
+            .fold(MsrpConnections::default(), |sum, ep| MsrpConnections {
+                open: sum.open + u64::try_from(ep.inbound_connections()).unwrap_or(u64::MAX),
+                refused: sum.refused + ep.refused_connections(),
+            })
     }
 }
 
@@ -603,7 +642,11 @@ mod tests {
             old: 1,
             bytes: 22,
         };
-        let text = M.render(&writer_stats(), Some(&held));
+        let msrp = MsrpConnections {
+            open: 7,
+            refused: 3,
+        };
+        let text = M.render(&writer_stats(), Some(&held), msrp);
         let v = |s: &str| sample(&text, s).unwrap_or(f64::NAN);
         assert_eq!(v("mwi_store_deposit_sessions_total"), 1.0);
         assert_eq!(v("mwi_store_fetch_sessions_total"), 1.0);
@@ -613,7 +656,7 @@ mod tests {
             "the fetch guard dropped"
         );
         drop(guard);
-        let after = M.render(&writer_stats(), None);
+        let after = M.render(&writer_stats(), None, msrp);
         assert_eq!(sample(&after, "mwi_store_active_sessions"), Some(0.0));
         assert!(!after.contains("mwi_store_held_bytes"), "no store figures");
 
@@ -630,6 +673,8 @@ mod tests {
         assert_eq!(v("mwi_store_delivered_messages_total"), 4.0);
         assert_eq!(v("mwi_store_held_messages{state=\"new\"}"), 3.0);
         assert_eq!(v("mwi_store_mailboxes"), 2.0);
+        assert_eq!(v("mwi_store_msrp_connections"), 7.0);
+        assert_eq!(v("mwi_store_msrp_connections_refused_total"), 3.0);
 
         // Buckets are cumulative, in seconds; +Inf equals the count.
         let h = "mwi_store_store_commit_duration_seconds";

@@ -150,6 +150,7 @@ pub async fn run(config: Config, log: Option<ReopenableLog>) -> anyhow::Result<(
         max_message_bytes: config.msrp.max_message_bytes,
         transaction_timeout: Duration::from_secs(config.msrp.send_timeout_secs),
         listen_backlog: config.sip.tcp_backlog,
+        max_inbound_connections: config.limits.max_msrp_connections,
         limits: msrp_session::DecoderLimits {
             max_body_bytes: config.limits.max_msrp_chunk_bytes,
             ..msrp_session::DecoderLimits::default()
