@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use e2e_tests::{binary, deposit_message, open_store, start_with_presence, Server};
 use message_store::{NewMessage, Source};
-use mwi_store::client::sip_uac::SipUac;
+use mwi_store::client::sip_uac::{final_response, SipUac};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -385,6 +385,17 @@ async fn metrics_move_after_a_message_deposit() -> anyhow::Result<()> {
             "mwi_store_store_commit_duration_seconds_bucket{le=\"+Inf\"}"
         )
     );
+
+    // A refused MESSAGE (an empty body: 400) is counted by what was refused and the status.
+    let refused = "mwi_store_refusals_total{what=\"message\",status=\"400\"}";
+    assert!(sample(&after, refused).is_nan(), "no refusal yet: {after}");
+    let mut rx = uac
+        .send_request(&uac.message_request(ALICE, BOB, "", ""))
+        .await?;
+    let answer = final_response(&mut rx, WAIT).await?;
+    assert_eq!(answer.status(), 400, "{}", answer.start_line);
+    let later = scrape(addr).await?;
+    assert_eq!(sample(&later, refused), 1.0, "{later}");
 
     // Only GET /metrics; a request head over 8 KiB is refused.
     let (status, _) = http(addr, b"GET / HTTP/1.1\r\n\r\n").await?;

@@ -56,6 +56,7 @@ pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<Ch
         Ok(a) => a,
         Err(e) => {
             tracing::info!(call_id, peer = %peer, reason = %e, "INVITE refused: no usable MSRP offer (488)");
+            crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 488);
             let _ = invite.reject(
                 488,
                 vec![(

@@ -185,11 +185,13 @@ pub async fn handle_invite(
     let peer = invite.source().addr;
     let Some(identity) = identity else {
         tracing::info!(call_id, peer = %peer, "deposit refused: no usable From (400)");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 400);
         let _ = invite.reject(400, Vec::new());
         return;
     };
     if !identity.trusted && !app.config.deposit.accept_untrusted {
         tracing::info!(call_id, peer = %peer, "deposit refused: source is not a trusted proxy (403)");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 403);
         let _ = invite.reject(
             403,
             vec![app.warning("deposits are accepted only through the proxy")],
@@ -198,6 +200,7 @@ pub async fn handle_invite(
     }
     let Some(mailbox) = mailbox_of(&app, invite.request()) else {
         tracing::info!(call_id, peer = %peer, "deposit refused: no mailbox in the Request-URI (404)");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 404);
         let _ = invite.reject(404, Vec::new());
         return;
     };
@@ -205,6 +208,7 @@ pub async fn handle_invite(
     let full = mailbox_is_full(&app, &parties.mailbox).await;
     if full && app.config.deposit.mailbox_full == MailboxFullPolicy::Reject {
         tracing::info!(call_id, mailbox = %mailbox, peer = %peer, "deposit refused: mailbox full (486)");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 486);
         let _ = invite.reject(
             486,
             vec![
@@ -220,6 +224,7 @@ pub async fn handle_invite(
     if let Err(headers) =
         crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "chat INVITE", false)
     {
+        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 486);
         let _ = invite.reject(486, headers);
         return;
     }
@@ -391,11 +396,13 @@ fn store_message(
         }
         Classified::Unsupported(t) => {
             tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
+            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 415);
             responder.reject(415);
             return None;
         }
         Classified::Malformed(why) => {
             tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, why, "message refused (400)");
+            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
             responder.reject(400);
             return None;
         }
@@ -404,6 +411,7 @@ fn store_message(
     if crate::limits::check_deposit_rate(app, &parties.sender_aor, leg.peer, "MSRP SEND", true)
         .is_err()
     {
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 403);
         responder.reject(403);
         return None;
     }
@@ -448,6 +456,7 @@ fn store_message(
                     tracing::error!(call_id, mailbox, error = %e, "store failed; answered MSRP 500. Check disk space and the database file");
                 } else {
                     tracing::info!(call_id, mailbox, peer = %peer, why = %e, status, "message refused by a limit");
+                    crate::metrics::METRICS.refused(crate::metrics::Refused::Message, status);
                 }
                 responder.reject(status);
                 false

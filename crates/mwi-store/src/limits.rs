@@ -297,6 +297,7 @@ pub fn refuse_session(
     app.limits
         .log
         .report(kind, &peer.to_string(), "chat INVITE", "503");
+    crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 503);
     let _ = invite.reject(
         503,
         vec![

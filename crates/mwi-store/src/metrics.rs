@@ -49,6 +49,31 @@ pub struct Metrics {
     publishes: Mutex<BTreeMap<Option<u16>, u64>>,
     notifies: AtomicU64,
     delivered: AtomicU64,
+    /// Requests answered with a refusal, by what was refused and the status sent.
+    refusals: Mutex<BTreeMap<(Refused, u16), u64>>,
+}
+
+/// What a refusal turned away, the `what` label of `mwi_store_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refused {
+    /// A chat INVITE (deposit or fetch): no usable From or offer, untrusted source, unknown
+    /// mailbox, mailbox full, session limits, the caller's rate.
+    ChatInvite,
+    /// One message: an MSRP SEND in a deposit session or a SIP MESSAGE (type, size, quota,
+    /// rate, malformed).
+    Message,
+    /// A SUBSCRIBE to message-summary.
+    Subscribe,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::ChatInvite => "chat-invite",
+            Refused::Message => "message",
+            Refused::Subscribe => "subscribe",
+        }
+    }
 }
 
 /// An MSRP session (deposit or fetch) in progress; the active-sessions gauge drops when this
@@ -81,6 +106,7 @@ impl Metrics {
             stored_sip_message: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
             publishes: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::new(BTreeMap::new()),
             notifies: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }
@@ -120,6 +146,12 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *map.entry(status).or_insert(0) += 1;
+    }
+
+    /// A request of kind `what` was refused with `status` (SIP, or MSRP for a SEND).
+    pub fn refused(&self, what: Refused, status: u16) {
+        let mut map = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry((what, status)).or_insert(0) += 1;
     }
 
     /// A NOTIFY was sent.
@@ -244,6 +276,21 @@ impl Metrics {
                 None => "status=\"timeout\"".to_string(),
             };
             line(o, "mwi_store_publishes_total", &label, n);
+        }
+        family(
+            o,
+            "mwi_store_refusals_total",
+            "counter",
+            "Requests refused, by what (chat-invite, message, subscribe) and the status sent.",
+        );
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for ((what, status), n) in refusals {
+            let label = format!("what=\"{}\",status=\"{status}\"", what.label());
+            line(o, "mwi_store_refusals_total", &label, n);
         }
         counter(
             o,
@@ -642,6 +689,9 @@ mod tests {
             old: 1,
             bytes: 22,
         };
+        M.refused(Refused::Message, 415);
+        M.refused(Refused::Message, 415);
+        M.refused(Refused::ChatInvite, 503);
         let msrp = MsrpConnections {
             open: 7,
             refused: 3,
@@ -674,6 +724,14 @@ mod tests {
         assert_eq!(v("mwi_store_held_messages{state=\"new\"}"), 3.0);
         assert_eq!(v("mwi_store_mailboxes"), 2.0);
         assert_eq!(v("mwi_store_msrp_connections"), 7.0);
+        assert_eq!(
+            v("mwi_store_refusals_total{what=\"message\",status=\"415\"}"),
+            2.0
+        );
+        assert_eq!(
+            v("mwi_store_refusals_total{what=\"chat-invite\",status=\"503\"}"),
+            1.0
+        );
         assert_eq!(v("mwi_store_msrp_connections_refused_total"), 3.0);
 
         // Buckets are cumulative, in seconds; +Inf equals the count.

@@ -83,6 +83,7 @@ async fn reject(req: ServerRequest, why: SubscribeRejection, call_id: &str) {
         _ => {}
     }
     tracing::info!(call_id, status = why.status(), why = %why, "SUBSCRIBE refused");
+    crate::metrics::METRICS.refused(crate::metrics::Refused::Subscribe, why.status());
     let _ = req.reply(why.status(), headers, None).await;
 }
 

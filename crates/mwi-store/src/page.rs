@@ -15,11 +15,13 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let call_id = call_id_of(req.request());
     let peer = req.source().addr;
     let Some(identity) = app.identity(req.request(), peer) else {
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
         let _ = req.reply(400, Vec::new(), None).await;
         return;
     };
     if !identity.trusted && !app.config.deposit.accept_untrusted {
         tracing::info!(call_id, peer = %peer, "MESSAGE refused: source is not a trusted proxy (403)");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 403);
         let warning = app.warning("deposits are accepted only through the proxy");
         let _ = req.reply(403, vec![warning], None).await;
         return;
@@ -29,12 +31,14 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
         .matches(&sip_core::uri_text(&req.request().uri))
     {
         let warning = app.warning("the fetch URI takes chat sessions (INVITE), not MESSAGE");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 405);
         let _ = req
             .reply(405, vec![warning, ("Allow".into(), "INVITE".into())], None)
             .await;
         return;
     }
     let Some(mailbox) = mailbox_of(&app, req.request()) else {
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 404);
         let _ = req.reply(404, Vec::new(), None).await;
         return;
     };
@@ -44,6 +48,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let body = req.body().to_vec();
     if body.is_empty() {
         let warning = app.warning("empty MESSAGE body: nothing to store");
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
         let _ = req.reply(400, vec![warning], None).await;
         return;
     }
@@ -55,12 +60,14 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
         }
         Classified::Unsupported(t) => {
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, content_type = t, "MESSAGE refused: type not stored (415)");
+            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 415);
             let accept = ("Accept".to_string(), "text/plain, message/cpim".to_string());
             let _ = req.reply(415, vec![accept], None).await;
             return;
         }
         Classified::Malformed(why) => {
             let warning = app.warning(&why);
+            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
             let _ = req.reply(400, vec![warning], None).await;
             return;
         }
@@ -72,6 +79,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     if let Err(headers) =
         crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "MESSAGE", true)
     {
+        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 486);
         let _ = req.reply(486, headers, None).await;
         return;
     }
@@ -102,6 +110,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
                 _ => 486,
             };
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, why = %limit, status, "MESSAGE refused by a limit");
+            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, status);
             let warning = app.warning(&limit.to_string());
             let _ = req.reply(status, vec![warning], None).await;
         }
