@@ -240,7 +240,7 @@ struct Batcher {
 }
 
 impl Batcher {
-    /// Sets `PRAGMA synchronous` for the next transaction (it cannot change inside one).
+    /// Runs batches until every handle to the writer is dropped.
     fn run(self) {
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_jobs);
         while let Ok(first) = self.queue.recv() {
@@ -297,13 +297,11 @@ impl Batcher {
         };
         let jobs = batch.len();
         let durable = batch.iter().any(|job| job.durable());
-        for job in batch.iter() {
-            self.counters
-                .dequeued(started.saturating_duration_since(job.queued_at()));
-        }
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(jobs);
         let mut lost = None;
         for job in batch.drain(..) {
+            self.counters
+                .dequeued(started.saturating_duration_since(job.queued_at()));
             if let Some(error) = &lost {
                 job.abort(StoreError::clone(error));
                 continue;

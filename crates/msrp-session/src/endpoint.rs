@@ -178,8 +178,9 @@ struct EndpointInner {
     local_addr: SocketAddr,
     host: String,
     accept_task: JoinHandle<()>,
-    /// One permit per accepted connection open now.
+    /// One permit per accepted connection open now, `max_inbound` in all.
     inbound: Arc<Semaphore>,
+    max_inbound: usize,
     /// Connections closed at accept because `max_inbound_connections` were open.
     refused: Arc<AtomicU64>,
 }
@@ -277,6 +278,7 @@ impl MsrpEndpoint {
                 host,
                 accept_task,
                 inbound,
+                max_inbound,
                 refused,
             }),
         })
@@ -284,8 +286,9 @@ impl MsrpEndpoint {
 
     /// Accepted connections open now.
     pub fn inbound_connections(&self) -> usize {
-        let max = self.inner.registry.config.max_inbound_connections.max(1);
-        max.saturating_sub(self.inner.inbound.available_permits())
+        self.inner
+            .max_inbound
+            .saturating_sub(self.inner.inbound.available_permits())
     }
 
     /// Connections closed at accept so far because `max_inbound_connections` were open.

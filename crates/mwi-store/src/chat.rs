@@ -9,8 +9,15 @@ use std::net::SocketAddr;
 use msrp_session::{build_answer, LocalMedia, MsrpOffer, MsrpSession, MsrpTransport, Negotiated};
 use sip_core::{InviteSession, ServerInvite};
 
+use crate::metrics::{Refused, METRICS};
 use crate::server::App;
 
+/// Refuses a chat INVITE (deposit or fetch) with `status` and counts the refusal
+/// (`mwi_store_refusals_total`).
+pub fn refuse(invite: ServerInvite, status: u16, headers: Vec<(String, String)>) {
+    METRICS.refused(Refused::ChatInvite, status);
+    let _ = invite.reject(status, headers);
+}
 /// An answered chat: the SIP dialog and its MSRP session.
 #[derive(Debug)]
 pub struct ChatLeg {
@@ -56,8 +63,8 @@ pub async fn answer(app: &App, invite: ServerInvite, call_id: &str) -> Option<Ch
         Ok(a) => a,
         Err(e) => {
             tracing::info!(call_id, peer = %peer, reason = %e, "INVITE refused: no usable MSRP offer (488)");
-            crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 488);
-            let _ = invite.reject(
+            refuse(
+                invite,
                 488,
                 vec![(
                     "Warning".into(),

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::chat::{self, ChatLeg};
 use crate::config::MailboxFullPolicy;
+use crate::metrics::{Refused, METRICS};
 use crate::server::{call_id_of, mailbox_of, App};
 
 /// What a received body is, for the store.
@@ -185,14 +186,13 @@ pub async fn handle_invite(
     let peer = invite.source().addr;
     let Some(identity) = identity else {
         tracing::info!(call_id, peer = %peer, "deposit refused: no usable From (400)");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 400);
-        let _ = invite.reject(400, Vec::new());
+        chat::refuse(invite, 400, Vec::new());
         return;
     };
     if !identity.trusted && !app.config.deposit.accept_untrusted {
         tracing::info!(call_id, peer = %peer, "deposit refused: source is not a trusted proxy (403)");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 403);
-        let _ = invite.reject(
+        chat::refuse(
+            invite,
             403,
             vec![app.warning("deposits are accepted only through the proxy")],
         );
@@ -200,16 +200,15 @@ pub async fn handle_invite(
     }
     let Some(mailbox) = mailbox_of(&app, invite.request()) else {
         tracing::info!(call_id, peer = %peer, "deposit refused: no mailbox in the Request-URI (404)");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 404);
-        let _ = invite.reject(404, Vec::new());
+        chat::refuse(invite, 404, Vec::new());
         return;
     };
     let parties = Parties::new(&mailbox, &identity);
     let full = mailbox_is_full(&app, &parties.mailbox).await;
     if full && app.config.deposit.mailbox_full == MailboxFullPolicy::Reject {
         tracing::info!(call_id, mailbox = %mailbox, peer = %peer, "deposit refused: mailbox full (486)");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 486);
-        let _ = invite.reject(
+        chat::refuse(
+            invite,
             486,
             vec![
                 app.warning("mailbox full"),
@@ -224,8 +223,7 @@ pub async fn handle_invite(
     if let Err(headers) =
         crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "chat INVITE", false)
     {
-        crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 486);
-        let _ = invite.reject(486, headers);
+        chat::refuse(invite, 486, headers);
         return;
     }
     let recipient = sip_core::headers::header_value(&invite.request().headers, "To")
@@ -235,7 +233,7 @@ pub async fn handle_invite(
     let Some(leg) = Box::pin(chat::answer(&app, invite, &call_id)).await else {
         return;
     };
-    let _active = crate::metrics::METRICS.deposit_session();
+    let _active = METRICS.deposit_session();
     tracing::info!(
         call_id,
         mailbox = %mailbox,
@@ -396,13 +394,13 @@ fn store_message(
         }
         Classified::Unsupported(t) => {
             tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, content_type = t, "message refused: type not stored (415)");
-            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 415);
+            METRICS.refused(Refused::Message, 415);
             responder.reject(415);
             return None;
         }
         Classified::Malformed(why) => {
             tracing::info!(call_id = %leg.call_id, mailbox = parties.mailbox, peer = %leg.peer, why, "message refused (400)");
-            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
+            METRICS.refused(Refused::Message, 400);
             responder.reject(400);
             return None;
         }
@@ -411,7 +409,7 @@ fn store_message(
     if crate::limits::check_deposit_rate(app, &parties.sender_aor, leg.peer, "MSRP SEND", true)
         .is_err()
     {
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 403);
+        METRICS.refused(Refused::Message, 403);
         responder.reject(403);
         return None;
     }
@@ -434,7 +432,7 @@ fn store_message(
     Some(async move {
         match committed.await {
             Ok(id) => {
-                crate::metrics::METRICS.stored(Source::Msrp, bytes);
+                METRICS.stored(Source::Msrp, bytes);
                 responder.accept();
                 tracing::info!(
                     call_id,
@@ -456,7 +454,7 @@ fn store_message(
                     tracing::error!(call_id, mailbox, error = %e, "store failed; answered MSRP 500. Check disk space and the database file");
                 } else {
                     tracing::info!(call_id, mailbox, peer = %peer, why = %e, status, "message refused by a limit");
-                    crate::metrics::METRICS.refused(crate::metrics::Refused::Message, status);
+                    METRICS.refused(Refused::Message, status);
                 }
                 responder.reject(status);
                 false

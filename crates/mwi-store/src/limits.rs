@@ -297,8 +297,8 @@ pub fn refuse_session(
     app.limits
         .log
         .report(kind, &peer.to_string(), "chat INVITE", "503");
-    crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 503);
-    let _ = invite.reject(
+    crate::chat::refuse(
+        invite,
         503,
         vec![
             app.limits.retry_after(),

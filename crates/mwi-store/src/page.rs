@@ -8,6 +8,7 @@ use sip_core::headers::header_value;
 use sip_core::{Aor, ServerRequest};
 
 use crate::deposit::{classify, new_message, Classified, Parties};
+use crate::metrics::{Refused, METRICS};
 use crate::server::{call_id_of, mailbox_of, App};
 
 /// Handles a MESSAGE.
@@ -15,15 +16,13 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let call_id = call_id_of(req.request());
     let peer = req.source().addr;
     let Some(identity) = app.identity(req.request(), peer) else {
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
-        let _ = req.reply(400, Vec::new(), None).await;
+        refuse(req, 400, Vec::new()).await;
         return;
     };
     if !identity.trusted && !app.config.deposit.accept_untrusted {
         tracing::info!(call_id, peer = %peer, "MESSAGE refused: source is not a trusted proxy (403)");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 403);
         let warning = app.warning("deposits are accepted only through the proxy");
-        let _ = req.reply(403, vec![warning], None).await;
+        refuse(req, 403, vec![warning]).await;
         return;
     }
     if app
@@ -31,15 +30,11 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
         .matches(&sip_core::uri_text(&req.request().uri))
     {
         let warning = app.warning("the fetch URI takes chat sessions (INVITE), not MESSAGE");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 405);
-        let _ = req
-            .reply(405, vec![warning, ("Allow".into(), "INVITE".into())], None)
-            .await;
+        refuse(req, 405, vec![warning, ("Allow".into(), "INVITE".into())]).await;
         return;
     }
     let Some(mailbox) = mailbox_of(&app, req.request()) else {
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 404);
-        let _ = req.reply(404, Vec::new(), None).await;
+        refuse(req, 404, Vec::new()).await;
         return;
     };
     let headers = &req.request().headers;
@@ -48,8 +43,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     let body = req.body().to_vec();
     if body.is_empty() {
         let warning = app.warning("empty MESSAGE body: nothing to store");
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
-        let _ = req.reply(400, vec![warning], None).await;
+        refuse(req, 400, vec![warning]).await;
         return;
     }
     let cpim = match classify(&content_type, &body, &app.config.deposit.extra_types) {
@@ -60,15 +54,13 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
         }
         Classified::Unsupported(t) => {
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, content_type = t, "MESSAGE refused: type not stored (415)");
-            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 415);
             let accept = ("Accept".to_string(), "text/plain, message/cpim".to_string());
-            let _ = req.reply(415, vec![accept], None).await;
+            refuse(req, 415, vec![accept]).await;
             return;
         }
         Classified::Malformed(why) => {
             let warning = app.warning(&why);
-            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 400);
-            let _ = req.reply(400, vec![warning], None).await;
+            refuse(req, 400, vec![warning]).await;
             return;
         }
     };
@@ -79,8 +71,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     if let Err(headers) =
         crate::limits::check_deposit_rate(&app, &parties.sender_aor, peer, "MESSAGE", true)
     {
-        crate::metrics::METRICS.refused(crate::metrics::Refused::Message, 486);
-        let _ = req.reply(486, headers, None).await;
+        refuse(req, 486, headers).await;
         return;
     }
     let bytes = body.len();
@@ -97,7 +88,7 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
     }
     match app.store.insert(row).await {
         Ok(id) => {
-            crate::metrics::METRICS.stored(Source::SipMessage, bytes);
+            METRICS.stored(Source::SipMessage, bytes);
             let _ = req.reply(202, Vec::new(), None).await;
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, sender = %identity.aor, bytes, id = id.0, "message stored (MESSAGE)");
             let m = mailbox.to_string();
@@ -110,13 +101,18 @@ pub async fn handle_message(app: Arc<App>, req: ServerRequest) {
                 _ => 486,
             };
             tracing::info!(call_id, mailbox = %mailbox, peer = %peer, why = %limit, status, "MESSAGE refused by a limit");
-            crate::metrics::METRICS.refused(crate::metrics::Refused::Message, status);
             let warning = app.warning(&limit.to_string());
-            let _ = req.reply(status, vec![warning], None).await;
+            refuse(req, status, vec![warning]).await;
         }
         Err(e) => {
             tracing::error!(call_id, mailbox = %mailbox, error = %e, "store failed; answered 500. Check disk space and the database file");
             let _ = req.reply(500, Vec::new(), None).await;
         }
     }
+}
+
+/// Refuses a MESSAGE with `status` and counts the refusal (`mwi_store_refusals_total`).
+async fn refuse(req: ServerRequest, status: u16, headers: Vec<(String, String)>) {
+    METRICS.refused(Refused::Message, status);
+    let _ = req.reply(status, headers, None).await;
 }

@@ -402,8 +402,7 @@ async fn dispatch(app: Arc<App>, req: IncomingRequest) {
                 FetchDecision::Forbidden => {
                     let call_id = call_id_of(invite.request());
                     tracing::info!(call_id, peer = %source.addr, "fetch refused: source is not a trusted proxy");
-                    crate::metrics::METRICS.refused(crate::metrics::Refused::ChatInvite, 403);
-                    let _ = invite.reject(403, Vec::new());
+                    crate::chat::refuse(invite, 403, Vec::new());
                 }
             }
         }
