@@ -2,38 +2,33 @@
 //! that is reopened on SIGHUP so logrotate can move it away.
 //!
 //! Lines are formatted where the event happens but written by one thread of their own
-//! (tracing-appender's non-blocking writer): a slow disk or a full terminal never stalls the
-//! SIP and MSRP tasks, and the lines queued while the thread writes go out in one `write`
-//! (one line per deposit is one syscall per message otherwise). When more than
-//! [`QUEUED_LINES`] wait, new lines are dropped and counted
-//! (`mwi_store_log_lines_dropped_total`), as syslog does, rather than blocking the server.
+//! ([`crate::log_queue`]): a slow disk or a full terminal never stalls the SIP and MSRP tasks,
+//! and the lines of each few milliseconds go out in one `write` (one line per deposit is one
+//! syscall per message otherwise). When more than [`QUEUED_BYTES`] wait, new lines are dropped
+//! and counted (`mwi_store_log_lines_dropped_total`), as syslog does, rather than blocking the
+//! server.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::log_queue::{self, LogQueue, LogThread};
 
-/// Lines waiting for the writer thread before new ones are dropped.
-pub const QUEUED_LINES: usize = 100_000;
+/// Bytes of lines waiting for the writer thread before new ones are dropped (some 100,000
+/// deposit lines).
+pub const QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
-/// Bytes the writer thread gathers before a `write` (it also writes whenever its queue is
-/// empty, so a quiet server's lines are not held back).
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Lines dropped because the queue was full, once logging is installed.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+/// The installed queue, for its count of dropped lines.
+static QUEUE: OnceLock<LogQueue> = OnceLock::new();
 
 /// Log lines dropped so far because the writer thread fell behind.
 pub fn dropped_lines() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    QUEUE.get().map_or(0, LogQueue::dropped_lines)
 }
 
 /// A log file that can be reopened in place (after logrotate renamed it).
@@ -94,16 +89,7 @@ impl Write for ReopenableLog {
 #[derive(Debug)]
 pub struct Logging {
     pub file: Option<ReopenableLog>,
-    _writer: WorkerGuard,
-}
-
-/// Starts the writer thread over `sink`, dropping lines beyond `queued` waiting ones.
-fn spawn_writer(sink: Box<dyn Write + Send>, queued: usize) -> (NonBlocking, WorkerGuard) {
-    NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(queued)
-        .thread_name("log-writer")
-        .finish(sink)
+    _writer: LogThread,
 }
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level`; rsipstack logs every packet
@@ -120,16 +106,16 @@ pub fn init(format: LogFormat, file: Option<&Path>, level: &str) -> anyhow::Resu
         None => None,
     };
     let ansi = log.is_none() && io::IsTerminal::is_terminal(&io::stderr());
+    // The thread writes a whole batch at once, so the sink needs no buffer of its own.
     let sink: Box<dyn Write + Send> = match log.clone() {
-        Some(file) => Box::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
-        None => Box::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stderr())),
+        Some(file) => Box::new(file),
+        None => Box::new(io::stderr()),
     };
-    let (writer, guard) = spawn_writer(sink, QUEUED_LINES);
-    let dropped = writer.error_counter();
+    let (writer, guard) = log_queue::spawn("log-writer", sink, QUEUED_BYTES)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let result = match format {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder
@@ -139,8 +125,8 @@ pub fn init(format: LogFormat, file: Option<&Path>, level: &str) -> anyhow::Resu
             .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))?;
-    // Only the first install succeeds, so only its counter is recorded.
-    let _ = DROPPED.set(dropped);
+    // Only the first install succeeds, so only its queue is recorded.
+    let _ = QUEUE.set(writer);
     Ok(Logging {
         file: log,
         _writer: guard,
@@ -150,55 +136,6 @@ pub fn init(format: LogFormat, file: Option<&Path>, level: &str) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
-    use tracing_subscriber::fmt::MakeWriter;
-
-    /// A sink that blocks its first write until released, then records what it gets.
-    struct Stalled {
-        release: mpsc::Receiver<()>,
-        got: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Write for Stalled {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let _ = self.release.recv();
-            if let Ok(mut got) = self.got.lock() {
-                got.extend_from_slice(buf);
-            }
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_stalled_sink_drops_and_counts_lines_instead_of_blocking_the_logger() {
-        let (release, released) = mpsc::channel();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled {
-            release: released,
-            got: got.clone(),
-        };
-        let (writer, guard) = spawn_writer(Box::new(sink), 8);
-        // The thread takes the first line and blocks in the sink; 8 more fill the queue.
-        for i in 0..40 {
-            writer
-                .make_writer()
-                .write_all(format!("line {i}\n").as_bytes())
-                .expect("a full queue drops, it does not fail");
-        }
-        let dropped = writer.error_counter().dropped_lines();
-        assert!(dropped >= 40 - 8 - 1, "dropped {dropped}");
-        for _ in 0..64 {
-            release.send(()).ok();
-        }
-        drop(guard);
-        let got = String::from_utf8(got.lock().expect("lock").clone()).expect("utf-8");
-        assert!(got.starts_with("line 0\n"), "{got}");
-        assert_eq!(got.lines().count(), 40 - dropped, "{got}");
-    }
 
     #[test]
     fn reopen_follows_a_rotated_file() {
