@@ -259,7 +259,7 @@ async fn idle_session_is_hung_up_and_log_lines_carry_their_fields() -> anyhow::R
     // One INFO line per stored message with call-id, mailbox, peer, sender, size and id;
     // never the body.
     let stored = server.wait_log(|l| l["message"] == "message stored", WAIT)?;
-    assert_eq!(stored["call_id"], chat.call_id.as_str());
+    assert_eq!(stored["call_id"], chat.dialog.call_id.as_str());
     assert_eq!(stored["mailbox"], BOB);
     assert_eq!(stored["sender"], ALICE);
     assert_eq!(stored["bytes"], 12);

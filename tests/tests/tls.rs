@@ -74,7 +74,7 @@ async fn deposit_over_sip_tls_and_msrps_is_stored() -> anyhow::Result<()> {
     let msrp = tls_msrp_endpoint(tls).await?;
 
     let mut chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
-    let answer = String::from_utf8_lossy(&chat.answer.body).into_owned();
+    let answer = String::from_utf8_lossy(&chat.dialog.answer.body).into_owned();
     assert!(answer.contains("m=message"), "{answer}");
     assert!(answer.contains(" TCP/TLS/MSRP "), "{answer}");
     assert!(

@@ -106,7 +106,7 @@ async fn msrp_session_ids_in_our_answers_are_long_and_fresh() -> anyhow::Result<
     let mut ids = HashSet::new();
     for _ in 0..5 {
         let chat = call(&uac, &msrp, &CallOptions::new(ALICE, BOB), WAIT).await?;
-        let sdp = String::from_utf8_lossy(&chat.answer.body).into_owned();
+        let sdp = String::from_utf8_lossy(&chat.dialog.answer.body).into_owned();
         let path = sdp
             .lines()
             .find_map(|l| l.strip_prefix("a=path:"))

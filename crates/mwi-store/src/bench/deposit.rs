@@ -5,7 +5,6 @@
 //! arrives (the server answers only after the commit, SPEC §1); with `--db` the rows are
 //! counted too.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use msrp_session::{EndpointConfig, MsrpEndpoint};
+use msrp_session::{LocalMedia, MsrpTransport, Setup};
 use tokio::time::Instant;
 
 use super::latency::Latencies;
@@ -21,8 +20,9 @@ use super::pager::mailbox_aors;
 use super::presence::PublishCounter;
 use super::progress::{Counters, Progress};
 use super::report::Report;
+use super::wire::{Answer, WireLeg};
 use super::Target;
-use crate::client::chat::{call, CallOptions};
+use crate::client::chat::{invite, CallOptions, Dialog};
 use crate::client::sip_uac::SipUac;
 
 /// How long one SIP or MSRP exchange may take before it counts as failed.
@@ -58,7 +58,7 @@ pub struct DepositArgs {
     /// latency at a given load.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Callers sharing one client SIP socket and MSRP listener.
+    /// Callers sharing one client SIP socket.
     #[arg(long, default_value_t = 50)]
     pub callers_per_socket: usize,
     /// Bind a presence stand-in here and count the server's PUBLISHes (point the server's
@@ -77,6 +77,8 @@ struct CallerOutcome {
     failed: u64,
     sessions: u64,
     sessions_failed: u64,
+    /// Sessions whose BYE was not answered 200.
+    byes_failed: u64,
     msrp_200: Latencies,
     setup: Latencies,
     unsent: u64,
@@ -89,6 +91,7 @@ impl CallerOutcome {
         self.failed += o.failed;
         self.sessions += o.sessions;
         self.sessions_failed += o.sessions_failed;
+        self.byes_failed += o.byes_failed;
         self.msrp_200.merge(o.msrp_200);
         self.setup.merge(o.setup);
         self.unsent += o.unsent;
@@ -102,25 +105,21 @@ impl CallerOutcome {
     }
 }
 
-/// The client side one group of callers shares.
+/// The client side one group of callers shares: a SIP socket (each caller's MSRP leg has its
+/// own connection, see [`super::wire`]).
 #[derive(Debug)]
 struct Endpoints {
     uac: SipUac,
-    msrp: MsrpEndpoint,
+    /// Host of the callers' MSRP paths.
+    local_ip: String,
 }
 
 async fn endpoints(target: &Target) -> anyhow::Result<Arc<Endpoints>> {
     let uac = SipUac::bind(target.local(), target.server()?).await?;
-    let msrp = MsrpEndpoint::bind(
-        target.local(),
-        EndpointConfig {
-            transaction_timeout: WAIT,
-            ..EndpointConfig::default()
-        },
-    )
-    .await
-    .context("bind the client MSRP listener")?;
-    Ok(Arc::new(Endpoints { uac, msrp }))
+    Ok(Arc::new(Endpoints {
+        uac,
+        local_ip: target.local_ip.to_string(),
+    }))
 }
 
 /// The mailboxes caller `w` of `c` calls, in order.
@@ -176,9 +175,8 @@ async fn run_caller(
         turn += 1;
         let n = plan.per_session.min(plan.messages - sent);
         let started = Instant::now();
-        let mut chat = match call(&ep.uac, &ep.msrp, &CallOptions::new(&plan.from, to), WAIT).await
-        {
-            Ok(c) => c,
+        let (mut dialog, mut leg) = match open_leg(&ep, &plan.from, to).await {
+            Ok(opened) => opened,
             Err(e) => {
                 out.sessions_failed += 1;
                 out.error(format!("call: {e:#}"));
@@ -191,70 +189,143 @@ async fn run_caller(
                 continue;
             }
         };
-        // The greeting comes first (SPEC §1); a deposit is set up once it is in.
-        if let Err(e) = chat.next_message(WAIT).await {
-            out.error(format!("greeting: {e:#}"));
-        }
         out.setup.record(started.elapsed());
         out.sessions += 1;
-        let sender = chat.session.sender();
-        let mut in_flight = VecDeque::new();
-        for i in 0..n {
-            if Instant::now() >= plan.deadline {
-                out.unsent += n - i;
-                break;
-            }
-            if in_flight.len() >= plan.window.max(1) {
-                if let Some(t) = in_flight.pop_front() {
-                    settle(t, &mut out, &counters).await;
-                }
-            }
-            if let Some(every) = plan.interval {
-                let nth = u32::try_from(sent + i).unwrap_or(u32::MAX);
-                tokio::time::sleep_until(paced_from + every * nth).await;
-            }
-            let t0 = Instant::now();
-            let fut = sender.send(
-                "text/plain;charset=UTF-8",
-                body(plan.w, sent + i, plan.body_bytes),
-            );
-            in_flight.push_back(tokio::spawn(
-                async move { fut.await.map(|()| t0.elapsed()) },
-            ));
-        }
-        while let Some(t) = in_flight.pop_front() {
-            settle(t, &mut out, &counters).await;
-        }
+        let slots = Slots {
+            from: paced_from,
+            every: plan.interval,
+            first: sent,
+        };
+        let written = deposit_session(&mut leg, &plan, &slots, n, &mut out, &counters).await;
+        out.unsent += n - written;
         sent += n;
-        match chat.bye(&ep.uac, WAIT).await {
+        // BYE first: a closed MSRP connection would end the call from the server's side.
+        match dialog.bye(&ep.uac, WAIT).await {
             Ok(r) if r.status() == 200 => {}
-            Ok(r) => out.error(format!("BYE answered `{}`", r.start_line)),
-            Err(e) => out.error(format!("BYE: {e:#}")),
+            Ok(r) => {
+                out.byes_failed += 1;
+                out.error(format!("BYE answered `{}`", r.start_line));
+            }
+            Err(e) => {
+                out.byes_failed += 1;
+                out.error(format!("BYE: {e:#}"));
+            }
         }
+        drop(leg);
     }
     out.unsent += plan.messages.saturating_sub(sent);
     out
 }
 
-type SendTask = tokio::task::JoinHandle<Result<Duration, msrp_session::SendError>>;
+/// When a paced caller's SENDs are due: the `k`-th of the run at `from + k × every`.
+struct Slots {
+    from: Instant,
+    every: Option<Duration>,
+    /// SENDs of this caller before the session.
+    first: u64,
+}
 
-async fn settle(t: SendTask, out: &mut CallerOutcome, counters: &Counters) {
-    match t.await {
-        Ok(Ok(latency)) => {
-            out.stored += 1;
-            out.msrp_200.record(latency);
-            counters.done();
+impl Slots {
+    fn due(&self, i: u64) -> Instant {
+        self.every.map_or(self.from, |every| {
+            let nth = u32::try_from(self.first + i).unwrap_or(u32::MAX);
+            self.from + every * nth
+        })
+    }
+}
+
+/// INVITE with an MSRP offer, then the MSRP leg bound and greeted.
+async fn open_leg(ep: &Endpoints, from: &str, to: &str) -> anyhow::Result<(Dialog, WireLeg)> {
+    let local_path = WireLeg::local_path(&ep.local_ip);
+    let local = LocalMedia::with_defaults(vec![local_path.clone()], None);
+    let opts = CallOptions {
+        setup: Setup::Active,
+        ..CallOptions::new(from, to)
+    };
+    let (dialog, negotiated) = invite(&ep.uac, &opts, &local, MsrpTransport::Tcp, WAIT).await?;
+    let mut leg = WireLeg::connect(local_path, negotiated.peer_path).await?;
+    leg.bind(WAIT).await?;
+    Ok((dialog, leg))
+}
+
+/// Writes `n` SENDs (paced, at most `window` unanswered) and reads their answers as they come;
+/// returns how many were written before the deadline.
+async fn deposit_session(
+    leg: &mut WireLeg,
+    plan: &CallerPlan,
+    slots: &Slots,
+    n: u64,
+    out: &mut CallerOutcome,
+    counters: &Counters,
+) -> u64 {
+    let mut written = 0u64;
+    loop {
+        let may_write = written < n && leg.in_flight() < plan.window.max(1);
+        if !may_write && leg.in_flight() == 0 {
+            return written;
         }
-        Ok(Err(e)) => {
-            out.failed += 1;
-            out.error(format!("SEND: {e}"));
-            counters.failed();
+        if written < n && Instant::now() >= plan.deadline {
+            // Unwritten SENDs are counted by the caller; wait only for those in flight.
+            if leg.in_flight() == 0 {
+                return written;
+            }
         }
-        Err(e) => {
-            out.failed += 1;
-            out.error(format!("SEND task: {e}"));
-            counters.failed();
+        tokio::select! {
+            biased;
+            answers = leg.answers(), if leg.in_flight() > 0 => match answers {
+                Ok(answers) => {
+                    for a in answers {
+                        match a {
+                            Answer::Stored(latency) => {
+                                out.stored += 1;
+                                out.msrp_200.record(latency);
+                                counters.done();
+                            }
+                            Answer::Refused(status) => {
+                                out.failed += 1;
+                                out.error(format!("SEND answered {status}"));
+                                counters.failed();
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    lose(leg.in_flight() as u64 + (n - written), out, counters, &e);
+                    return n;
+                }
+            },
+            () = tokio::time::sleep_until(slots.due(written)),
+                if may_write && Instant::now() < plan.deadline =>
+            {
+                // Every SEND due by now that the window allows goes out in one write.
+                let now = Instant::now();
+                while written < n
+                    && leg.in_flight() < plan.window.max(1)
+                    && slots.due(written) <= now
+                {
+                    leg.queue_send(
+                        "text/plain;charset=UTF-8",
+                        body(plan.w, slots.first + written, plan.body_bytes),
+                    );
+                    written += 1;
+                }
+                if let Err(e) = leg.flush().await {
+                    lose(leg.in_flight() as u64 + (n - written), out, counters, &e);
+                    return n;
+                }
+            }
+            else => return written,
         }
+    }
+}
+
+/// The connection broke: the SENDs in flight get no answer and the rest of the session
+/// cannot be written.
+fn lose(count: u64, out: &mut CallerOutcome, counters: &Counters, e: &anyhow::Error) {
+    out.failed += count;
+    out.error(format!("SEND: {e:#}"));
+    for _ in 0..count {
+        counters.failed();
     }
 }
 
@@ -343,6 +414,13 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
             out.failed, out.unsent
         ),
         out.failed == 0 && out.unsent == 0,
+    );
+    report.check(
+        format!(
+            "every session ended with BYE answered 200 ({} not)",
+            out.byes_failed
+        ),
+        out.byes_failed == 0,
     );
     if let Some(db) = &db {
         let added = db.rows_added(&mut report).await?;

@@ -18,6 +18,7 @@ pub mod progress;
 pub mod report;
 pub mod sessions;
 pub mod sysinfo;
+pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

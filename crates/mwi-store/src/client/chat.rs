@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use msrp_session::{
     build_offer, IncomingMessage, LocalMedia, MsrpEndpoint, MsrpOffer, MsrpSession, MsrpTransport,
-    SessionEvent, Setup,
+    Negotiated, SessionEvent, Setup,
 };
 
 use super::sip_uac::{final_response, token, Message, SipUac};
@@ -47,18 +47,24 @@ impl CallOptions {
     }
 }
 
-/// An established chat.
+/// The SIP side of an established call: what in-dialog requests need (RFC 3261 §12.2.1).
 #[derive(Debug)]
-pub struct ChatCall {
+pub struct Dialog {
     pub call_id: String,
     from_header: String,
     to_header: String,
     remote_target: String,
     route_set: Vec<String>,
     cseq: u32,
-    pub session: MsrpSession,
     /// The 200 OK to the INVITE.
     pub answer: Message,
+}
+
+/// An established chat.
+#[derive(Debug)]
+pub struct ChatCall {
+    pub dialog: Dialog,
+    pub session: MsrpSession,
 }
 
 /// The INVITE was answered with a final non-2xx.
@@ -101,7 +107,25 @@ pub async fn call(
     } else {
         MsrpTransport::Tcp
     };
-    let sdp = build_offer(&local, transport, opts.setup.clone());
+    let (dialog, negotiated) = invite(uac, opts, &local, transport, wait).await?;
+    let call = ChatCall { dialog, session };
+    call.session
+        .start(negotiated.peer_path, negotiated.role)
+        .await
+        .map_err(|e| anyhow!("MSRP session did not start: {e}"))?;
+    Ok(call)
+}
+
+/// The SIP half of [`call`]: INVITE offering `local`, ACK, and the negotiated MSRP media, for
+/// a caller that runs its MSRP session itself.
+pub async fn invite(
+    uac: &SipUac,
+    opts: &CallOptions,
+    local: &LocalMedia,
+    transport: MsrpTransport,
+    wait: Duration,
+) -> anyhow::Result<(Dialog, Negotiated)> {
+    let sdp = build_offer(local, transport, opts.setup.clone());
     let call_id = format!("{}@mwi-client", token());
     let from_header = match &opts.from_name {
         Some(n) => format!("\"{n}\" <{}>;tag={}", opts.from, token()),
@@ -143,33 +167,23 @@ pub async fn call(
         .map(|r| r.trim().to_string())
         .collect();
     route_set.reverse();
-    let mut call = ChatCall {
+    let dialog = Dialog {
         call_id,
         from_header,
         to_header,
         remote_target,
         route_set,
         cseq: 1,
-        session,
         answer,
     };
-    call.send_in_dialog(uac, "ACK", 1).await?;
-    let offer = MsrpOffer::parse(&call.answer.body).context("SDP answer")?;
-    let negotiated = offer.negotiate_as_offerer(&local, &opts.setup)?;
-    call.session
-        .start(negotiated.peer_path, negotiated.role)
-        .await
-        .map_err(|e| anyhow!("MSRP session did not start: {e}"))?;
-    Ok(call)
+    dialog.send_in_dialog(uac, "ACK", 1).await?;
+    let offer = MsrpOffer::parse(&dialog.answer.body).context("SDP answer")?;
+    let negotiated = offer.negotiate_as_offerer(local, &opts.setup)?;
+    Ok((dialog, negotiated))
 }
 
-impl ChatCall {
-    async fn send_in_dialog(
-        &mut self,
-        uac: &SipUac,
-        method: &str,
-        cseq: u32,
-    ) -> anyhow::Result<()> {
+impl Dialog {
+    async fn send_in_dialog(&self, uac: &SipUac, method: &str, cseq: u32) -> anyhow::Result<()> {
         let text = self.in_dialog(uac, method, cseq);
         uac.send_raw(text.as_bytes()).await
     }
@@ -191,6 +205,15 @@ impl ChatCall {
         )
     }
 
+    /// Sends BYE and waits for its final response.
+    pub async fn bye(&mut self, uac: &SipUac, wait: Duration) -> anyhow::Result<Message> {
+        self.cseq += 1;
+        let text = self.in_dialog(uac, "BYE", self.cseq);
+        uac.transact(&text, wait).await
+    }
+}
+
+impl ChatCall {
     /// Sends a message and waits for its MSRP 200.
     pub async fn send(&self, content_type: &str, body: impl Into<Bytes>) -> anyhow::Result<()> {
         self.session
@@ -226,9 +249,7 @@ impl ChatCall {
 
     /// Hangs up (BYE) and waits for the 200.
     pub async fn bye(mut self, uac: &SipUac, wait: Duration) -> anyhow::Result<Message> {
-        self.cseq += 1;
-        let text = self.in_dialog(uac, "BYE", self.cseq);
-        let resp = uac.transact(&text, wait).await?;
+        let resp = self.dialog.bye(uac, wait).await?;
         self.session.close();
         Ok(resp)
     }
@@ -258,7 +279,7 @@ impl ChatCall {
                 },
                 req = uac.next_request(left) => {
                     let req = req?;
-                    if req.call_id() != self.call_id {
+                    if req.call_id() != self.dialog.call_id {
                         continue;
                     }
                     uac.reply(&req, 200, "OK", &[], None).await?;
@@ -277,7 +298,7 @@ impl ChatCall {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let req = uac.next_request(left).await?;
-            if req.call_id() != self.call_id {
+            if req.call_id() != self.dialog.call_id {
                 continue;
             }
             uac.reply(&req, 200, "OK", &[], None).await?;
