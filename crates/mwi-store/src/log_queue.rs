@@ -276,6 +276,9 @@ mod tests {
         let lines: Vec<&str> = got.lines().collect();
         assert_eq!(lines.len(), 1_001);
         assert_eq!(lines[999], "line 999");
-        assert_eq!(lines[1_000], "last", "the line queued at shutdown is written");
+        assert_eq!(
+            lines[1_000], "last",
+            "the line queued at shutdown is written"
+        );
     }
 }
