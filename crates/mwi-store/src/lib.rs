@@ -9,6 +9,7 @@ pub mod config;
 pub mod deposit;
 pub mod fetch;
 pub mod limits;
+pub mod log_json;
 pub mod log_queue;
 pub mod logging;
 pub mod metrics;

@@ -17,6 +17,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::log_json::JsonLines;
 use crate::log_queue::{self, LogQueue, LogThread};
 
 /// Bytes of lines waiting for the writer thread before new ones are dropped (some 100,000
@@ -118,11 +119,7 @@ pub fn init(format: LogFormat, file: Option<&Path>, level: &str) -> anyhow::Resu
         .with_writer(writer.clone());
     let result = match format {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))?;
     // Only the first install succeeds, so only its queue is recorded.
