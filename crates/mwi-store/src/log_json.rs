@@ -12,6 +12,7 @@ use std::fmt::{self, Write};
 use chrono::{Datelike, Timelike, Utc};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -31,6 +32,10 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Records of the `log` crate (rustls, for one) arrive as events of one generic
+        // callsite; their own target and level are in the normalized metadata.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let now = Utc::now();
         write!(
             writer,
@@ -42,7 +47,7 @@ where
             now.minute(),
             now.second(),
             now.nanosecond() / 1_000 % 1_000_000,
-            event.metadata().level()
+            meta.level()
         )?;
         let mut fields = Fields {
             out: &mut writer,
@@ -51,7 +56,7 @@ where
         event.record(&mut fields);
         fields.result?;
         writer.write_str(",\"target\":")?;
-        write_str_value(&mut writer, event.metadata().target())?;
+        write_str_value(&mut writer, meta.target())?;
         writer.write_str("}\n")
     }
 }
@@ -199,10 +204,13 @@ mod tests {
             "plain"
         );
         tracing::debug!(huge = u128::MAX, neg = -5i64, "numbers");
+        log::warn!(target: "rustls::conn", "from the log crate: {}", 42);
     }
 
     /// Each line without its timestamp (the two formatters read the clock apart).
     fn render(json: bool) -> Vec<String> {
+        // As `try_init` does in the server; a second install in this process is refused.
+        let _ = tracing_log::LogTracer::init();
         let lines = Lines::default();
         let builder = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
@@ -235,7 +243,12 @@ mod tests {
     fn lines_are_those_of_tracing_subscribers_json_format() {
         let ours = render(false);
         let theirs = render(true);
-        assert_eq!(ours.len(), 4);
+        assert_eq!(ours.len(), 5);
+        assert!(
+            ours[4].contains("\"target\":\"rustls::conn\""),
+            "{}",
+            ours[4]
+        );
         assert_eq!(ours, theirs);
     }
 

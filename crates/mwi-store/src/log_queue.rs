@@ -178,7 +178,12 @@ fn run(shared: &Shared, mut sink: Box<dyn Write + Send>) {
             // Nowhere to report a failed log write; the next batch tries again.
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
             shared.batches.fetch_add(1, Ordering::Relaxed);
-            batch.clear();
+            // A backlog grew the buffer (up to the capacity); do not keep that memory.
+            if batch.capacity() > 4 * WAKE_BYTES {
+                batch = Vec::new();
+            } else {
+                batch.clear();
+            }
         }
         if closed {
             return;
