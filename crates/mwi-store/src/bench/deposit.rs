@@ -152,6 +152,8 @@ struct CallerPlan {
     interval: Option<Duration>,
     /// Callers in the run; a paced caller starts `w / callers` of an interval late.
     callers: usize,
+    /// How long a SEND may wait for its answer before its session fails.
+    answer_timeout: Duration,
 }
 
 async fn run_caller(
@@ -270,6 +272,11 @@ async fn deposit_session(
                 return written;
             }
         }
+        // An unanswered SEND fails its session, as msrp-session's transaction timeout did for
+        // these callers before: a run never hangs on a server that stopped answering.
+        let give_up = leg
+            .oldest_in_flight()
+            .map(|written| written + plan.answer_timeout);
         tokio::select! {
             biased;
             answers = leg.answers(), if leg.in_flight() > 0 => match answers {
@@ -313,6 +320,11 @@ async fn deposit_session(
                     lose(leg.in_flight() as u64 + (n - written), out, counters, &e);
                     return n;
                 }
+            }
+            () = tokio::time::sleep_until(give_up.unwrap_or(plan.deadline)), if give_up.is_some() => {
+                let e = anyhow::anyhow!("no answer to a SEND within {:?}", plan.answer_timeout);
+                lose(leg.in_flight() as u64 + (n - written), out, counters, &e);
+                return n;
             }
             else => return written,
         }
@@ -372,6 +384,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
                 deadline,
                 interval: (args.rate > 0.0).then(|| Duration::from_secs_f64(c as f64 / args.rate)),
                 callers: c,
+                answer_timeout: WAIT,
             };
             let ep = groups
                 .get(w / args.callers_per_socket.max(1))
@@ -452,6 +465,59 @@ mod tests {
         assert_eq!(all.len(), 1000);
         assert_eq!(caller_mailboxes(7, 10, 4), vec![3]);
         assert_eq!(caller_mailboxes(0, 1, 1), vec![0]);
+    }
+
+    /// A session whose server reads the SENDs and never answers fails after the answer timeout
+    /// instead of holding the run.
+    #[tokio::test]
+    async fn unanswered_sends_fail_their_session_after_the_wait() -> anyhow::Result<()> {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = silent.local_addr()?.port();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut conn, _) = silent.accept().await?;
+            let mut sink = Vec::new();
+            conn.read_to_end(&mut sink).await?;
+            anyhow::Ok(sink)
+        });
+        let to = vec![msrp_session::MsrpUri::new(false, "127.0.0.1", port, "s1")];
+        let mut leg = WireLeg::connect(WireLeg::local_path("127.0.0.1"), to).await?;
+        let plan = CallerPlan {
+            w: 0,
+            mailboxes: vec!["sip:user0@example.com".into()],
+            messages: 3,
+            per_session: 3,
+            window: 3,
+            body_bytes: 10,
+            from: "sip:caller0@example.com".into(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            interval: None,
+            callers: 1,
+            answer_timeout: Duration::from_millis(300),
+        };
+        let slots = Slots {
+            from: Instant::now(),
+            every: None,
+            first: 0,
+        };
+        let (mut out, counters) = (CallerOutcome::default(), Counters::default());
+        let started = Instant::now();
+        let written = tokio::time::timeout(
+            Duration::from_secs(5),
+            deposit_session(&mut leg, &plan, &slots, 3, &mut out, &counters),
+        )
+        .await
+        .context("the session did not give up by itself")?;
+        assert_eq!(written, 3);
+        assert_eq!((out.stored, out.failed), (0, 3));
+        let waited = started.elapsed();
+        assert!(waited >= plan.answer_timeout && waited < WAIT, "{waited:?}");
+        let error = out.first_error.unwrap_or_default();
+        assert!(error.contains("no answer to a SEND"), "{error}");
+        drop(leg);
+        let sent = String::from_utf8(reader.await??)?;
+        assert_eq!(sent.matches(" SEND\r\n").count(), 3, "{sent}");
+        Ok(())
     }
 
     #[test]

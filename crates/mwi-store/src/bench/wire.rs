@@ -116,6 +116,11 @@ impl WireLeg {
         self.in_flight.len()
     }
 
+    /// When the oldest unanswered SEND was written.
+    pub fn oldest_in_flight(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(_, written)| *written)
+    }
+
     /// Encodes one complete message as a SEND, written by the next [`WireLeg::flush`].
     pub fn queue_send(&mut self, content_type: &str, body: Bytes) {
         let tid = ids::transaction_id();
