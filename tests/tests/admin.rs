@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use e2e_tests::{binary, deposit_message, open_store, start_with_presence, Server};
+use e2e_tests::{
+    binary, client, deposit, deposit_message, open_store, start_with_presence, texts, Server,
+};
 use message_store::{NewMessage, Source};
+use mwi_store::client::chat::CallOptions;
 use mwi_store::client::sip_uac::{final_response, SipUac};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -384,6 +387,21 @@ async fn metrics_move_after_a_message_deposit() -> anyhow::Result<()> {
             &after,
             "mwi_store_store_commit_duration_seconds_bucket{le=\"+Inf\"}"
         )
+    );
+
+    // MSRP deposits are timed from the read that completed each message to its 200; the
+    // MESSAGE above is not one.
+    let answered = "mwi_store_msrp_answer_seconds_count";
+    assert_eq!(sample(&after, answered), 0.0, "{after}");
+    let (chat_uac, msrp) = client("127.0.0.1", &server, 2048).await?;
+    let alice = CallOptions::new(ALICE, BOB);
+    deposit(&chat_uac, &msrp, &alice, &texts(3, "timed"), WAIT).await?;
+    let timed = scrape(addr).await?;
+    assert_eq!(sample(&timed, answered), 3.0, "{timed}");
+    assert!(sample(&timed, "mwi_store_msrp_answer_seconds_sum") > 0.0);
+    assert_eq!(
+        sample(&timed, "mwi_store_msrp_answer_seconds_bucket{le=\"+Inf\"}"),
+        3.0
     );
 
     // A refused MESSAGE (an empty body: 400) is counted by what was refused and the status.

@@ -45,5 +45,5 @@ pub use model::{
     Source, StoreStats, StoredId, StoredMessage,
 };
 pub use schema::SCHEMA_VERSION;
-pub use stats::{Histogram, WriterStats, BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
+pub use stats::{AtomicHistogram, Histogram, WriterStats, BATCH_SIZE_BOUNDS, COMMIT_MICROS_BOUNDS};
 pub use store::Store;

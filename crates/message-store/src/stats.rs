@@ -27,8 +27,10 @@ pub struct Histogram {
     pub count: u64,
 }
 
+/// A histogram bumped lock-free by many threads and read as a [`Histogram`] snapshot; the
+/// store's figures use it, and so may its embedder for its own latencies.
 #[derive(Debug)]
-pub(crate) struct AtomicHistogram {
+pub struct AtomicHistogram {
     bounds: &'static [u64],
     buckets: Box<[AtomicU64]>,
     sum: AtomicU64,
@@ -36,7 +38,8 @@ pub(crate) struct AtomicHistogram {
 }
 
 impl AtomicHistogram {
-    pub(crate) fn new(bounds: &'static [u64]) -> Self {
+    /// An empty histogram over `bounds` (ascending upper bounds).
+    pub fn new(bounds: &'static [u64]) -> Self {
         AtomicHistogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -45,7 +48,8 @@ impl AtomicHistogram {
         }
     }
 
-    pub(crate) fn observe(&self, value: u64) {
+    /// Counts `value` in the first bucket whose bound holds it.
+    pub fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|&b| b < value);
         if let Some(b) = self.buckets.get(bucket) {
             b.fetch_add(1, Ordering::Relaxed);
@@ -54,7 +58,8 @@ impl AtomicHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> Histogram {
+    /// The counts so far.
+    pub fn snapshot(&self) -> Histogram {
         Histogram {
             bounds: self.bounds,
             counts: self

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::mpsc;
@@ -261,6 +262,7 @@ fn spawn_halves(
         delivery: None,
         closing: false,
         _inbound: inbound,
+        read_at: Instant::now(),
     });
     tokio::spawn(conn.run(
         Io {
@@ -302,6 +304,8 @@ struct Connection {
     /// An accepted connection's place under `max_inbound_connections`, given back when the
     /// task ends.
     _inbound: Option<OwnedSemaphorePermit>,
+    /// When the bytes being decoded were read; given with each frame routed.
+    read_at: Instant,
 }
 
 /// What woke the connection's task.
@@ -380,6 +384,7 @@ impl Connection {
                     self.decode();
                 }
                 Wake::Read(Ok(n)) if n > 0 => {
+                    self.read_at = Instant::now();
                     buf.consume(|bytes| self.decoder.feed(bytes));
                     self.decode();
                 }
@@ -452,7 +457,7 @@ impl Connection {
                 if inbox.is_some() {
                     *held = inbox;
                 }
-                let frame = SessionInput::Frame(Box::new(frame));
+                let frame = SessionInput::Frame(Box::new(frame), self.read_at);
                 self.delivery = Some(if newly_bound {
                     Delivery::new(session_id, SessionInput::Bind(self.me.clone()), Some(frame))
                 } else {
@@ -750,8 +755,8 @@ mod tests {
         }
         assert!(matches!(&got[0], SessionInput::Discard(_)));
         assert!(matches!(&got[1], SessionInput::Bind(c) if c.id == handle.id));
-        assert!(matches!(&got[2], SessionInput::Frame(f) if f.transaction_id == "tid00001"));
-        assert!(matches!(&got[3], SessionInput::Frame(f) if f.transaction_id == "tid00002"));
+        assert!(matches!(&got[2], SessionInput::Frame(f, _) if f.transaction_id == "tid00001"));
+        assert!(matches!(&got[3], SessionInput::Frame(f, _) if f.transaction_id == "tid00002"));
     }
 
     #[tokio::test]

@@ -61,6 +61,9 @@ pub struct IncomingMessage {
     pub success_report: bool,
     /// The From-Path of the last chunk (sender last).
     pub from_path: Vec<MsrpUri>,
+    /// When the connection read the bytes that completed the message: the start of the time
+    /// its sender waits for the answer.
+    pub received_at: std::time::Instant,
     /// Answers the last chunk's transaction.
     pub responder: MessageResponder,
 }
@@ -143,8 +146,9 @@ pub enum StartError {
 #[derive(Debug)]
 pub(crate) enum SessionInput {
     Bind(ConnHandle),
-    /// Boxed: each queued input is allocated at the size of the largest variant.
-    Frame(Box<Frame>),
+    /// Boxed: each queued input is allocated at the size of the largest variant. With when
+    /// the connection read the bytes that completed it.
+    Frame(Box<Frame>, std::time::Instant),
     ConnectionLost(u64),
     Discard(String),
 }
@@ -313,6 +317,7 @@ pub(crate) fn spawn(
         events: ev_tx,
         replies: HashMap::new(),
         bind_reply: None,
+        read_at: std::time::Instant::now(),
     });
     tokio::spawn(task.run(inbox, cmd_rx));
     MsrpSession {
@@ -338,6 +343,8 @@ struct SessionTask {
     events: mpsc::Sender<SessionEvent>,
     replies: HashMap<u64, oneshot::Sender<Result<(), SendError>>>,
     bind_reply: Option<oneshot::Sender<Result<(), StartError>>>,
+    /// When the frame being handled was read (see [`IncomingMessage::received_at`]).
+    read_at: std::time::Instant,
 }
 
 enum Flow {
@@ -462,6 +469,7 @@ impl SessionTask {
             total_bytes: total,
             success_report: m.success_report,
             from_path: m.from_path,
+            received_at: self.read_at,
             responder: MessageResponder {
                 cmd: self.cmd_tx.clone(),
                 answer: Some(Box::new(Answer {
@@ -480,7 +488,9 @@ impl SessionTask {
                 self.bound = true;
                 self.emit(SessionEvent::Bound).await;
             }
-            SessionInput::Frame(frame) => {
+            SessionInput::Frame(frame, read_at) => {
+                // Only a frame completes a message, so this stamps the messages it yields.
+                self.read_at = read_at;
                 if let Some(ev) = self.core.on_frame(*frame) {
                     self.on_core_event(ev).await;
                 }

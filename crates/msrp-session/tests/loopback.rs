@@ -124,9 +124,13 @@ async fn two_endpoints_exchange_one_mib_in_2k_chunks() {
         .into();
     let sender = b.sender();
     let body = big.clone();
+    let sent_at = std::time::Instant::now();
     let send = tokio::spawn(async move { sender.send("application/octet-stream", body).await });
     match event(&mut a).await {
         SessionEvent::Message(m) => {
+            // Stamped when the last chunk's bytes were read, before the event was handed over.
+            assert!(m.received_at > sent_at, "{:?}", m.received_at - sent_at);
+            assert!(m.received_at <= std::time::Instant::now());
             assert_eq!(m.body.len(), big.len());
             assert!(m.body == big, "1 MiB arrives byte-exact");
             assert_eq!(m.total_bytes, 1024 * 1024);

@@ -383,6 +383,7 @@ fn store_message(
         content_type,
         body,
         responder,
+        received_at,
         ..
     } = m;
     let cpim = match classify(&content_type, &body, &app.config.deposit.extra_types) {
@@ -434,6 +435,7 @@ fn store_message(
             Ok(id) => {
                 METRICS.stored(Source::Msrp, bytes);
                 responder.accept();
+                METRICS.msrp_answered(received_at.elapsed());
                 tracing::info!(
                     call_id,
                     mailbox,

@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
-use message_store::{Histogram, Source, StoreStats, WriterStats};
+use message_store::{
+    AtomicHistogram, Histogram, Source, StoreStats, WriterStats, COMMIT_MICROS_BOUNDS,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -51,6 +53,12 @@ pub struct Metrics {
     delivered: AtomicU64,
     /// Requests answered with a refusal, by what was refused and the status sent.
     refusals: Mutex<BTreeMap<(Refused, u16), u64>>,
+    /// MSRP deposits, from the read that completed a message to its 200, in µs.
+    msrp_answer_micros: LazyLock<AtomicHistogram>,
+}
+
+fn latency_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(COMMIT_MICROS_BOUNDS)
 }
 
 /// What a refusal turned away, the `what` label of `mwi_store_refusals_total`.
@@ -109,6 +117,7 @@ impl Metrics {
             refusals: Mutex::new(BTreeMap::new()),
             notifies: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            msrp_answer_micros: LazyLock::new(latency_histogram),
         }
     }
 
@@ -126,6 +135,13 @@ impl Metrics {
     /// A fetch session was answered.
     pub fn fetch_session(&'static self) -> ActiveSession {
         self.enter(&self.fetch_sessions)
+    }
+
+    /// An MSRP message was answered 200 after its commit, `took` after its last byte was read:
+    /// the latency its sender saw, less the network.
+    pub fn msrp_answered(&self, took: Duration) {
+        self.msrp_answer_micros
+            .observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// A message of `bytes` was committed to the store.
@@ -315,6 +331,14 @@ impl Metrics {
             "mwi_store_log_lines_dropped_total",
             "Log lines dropped because the log writer fell behind (queue full).",
             crate::logging::dropped_lines(),
+        );
+        histogram(
+            o,
+            "mwi_store_msrp_answer_seconds",
+            "MSRP deposits: from the read that completed a message to its 200, sent after the \
+             durable commit.",
+            &self.msrp_answer_micros.snapshot(),
+            1e6,
         );
         histogram(
             o,
