@@ -283,6 +283,28 @@ print(f"{int(v[0]) / 1000:.3f}" if v else "-")')
   fi
 fi
 
+# Where the latency target holds: paced deposits at rising rates (HALF_C callers with one long
+# session each), up to the last rate before the first whose p99 exceeds 5 ms.
+if [ $smoke = 1 ]; then LADDER="200 400" LADDER_SECS=1; else LADDER="5000 10000 15000 20000 30000" LADDER_SECS=8; fi
+ladder_held=- ladder_all="" ladder_open=1
+for rate in $LADDER; do
+  per=$((rate * LADDER_SECS / HALF_C))
+  start_server ladder-$rate publish && {
+    run_bench ladder-$rate deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+      --concurrency $HALF_C --messages $per --per-session $per --mailboxes $K --rate $rate \
+      --window 16
+    stop_all
+  }
+  p99=$(jget "$tmp/ladder-$rate.json" msrp_200_p99_ms)
+  ladder_all="$ladder_all${ladder_all:+ / }$rate: $p99"
+  if [ $ladder_open = 1 ] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)' \
+      "$p99" 2>/dev/null; then
+    ladder_held=$rate
+  else
+    ladder_open=0
+  fi
+done
+
 # 1,000 messages/s into ONE mailbox: PUBLISHes coalesce and the last carries the count.
 start_server one-mailbox publish && {
   run_bench one-mailbox page --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
@@ -412,6 +434,7 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| deposit at half rate: server CPU per stored message (µs) | $(cpu_of "$(basename "$half_run" .json)") | |"
   echo "| the same with synchronous = off: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-half-nosync.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-half-nosync.json" msrp_200_p99_ms) | |"
   echo "| store alone at half rate, 100 paced tasks: insert p99 (ms) | $store_half_p99 | |"
+  echo "| paced deposits, $HALF_C long sessions: highest rate with p99 ≤ 5 ms (p99 per rate, ms) | $ladder_held ($ladder_all) | |"
   echo "| one mailbox at 1000/s: PUBLISHes, max in flight | $(jget "$tmp/one-mailbox.json" publishes), $(jget "$tmp/one-mailbox.json" max_publishes_in_flight_per_mailbox) | ≤ 1 in flight, exact last count |"
   echo "| fetch N=$N (fetch.window 32, the default): seconds | $(jget "$tmp/fetch.json" fetch_seconds) | ≤ 0.5 |"
   echo "| fetch N=$N with fetch.window = 256: seconds | $(jget "$tmp/fetch-w256.json" fetch_seconds) | ≤ 0.5 |"
