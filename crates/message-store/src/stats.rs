@@ -58,6 +58,11 @@ impl AtomicHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `d` in microseconds (the unit of [`COMMIT_MICROS_BOUNDS`]).
+    pub fn observe_micros(&self, d: Duration) {
+        self.observe(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// The counts so far.
     pub fn snapshot(&self) -> Histogram {
         Histogram {
@@ -105,10 +110,6 @@ pub(crate) struct WriterCounters {
     wal_sync_micros: AtomicHistogram,
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 impl WriterCounters {
     pub(crate) fn new() -> Self {
         WriterCounters {
@@ -122,18 +123,18 @@ impl WriterCounters {
 
     /// A job waited `waited` between its queueing and the start of its batch.
     pub(crate) fn dequeued(&self, waited: Duration) {
-        self.queue_wait_micros.observe(micros(waited));
+        self.queue_wait_micros.observe_micros(waited);
     }
 
     /// One WAL fsync took `took`.
     pub(crate) fn wal_synced(&self, took: Duration) {
-        self.wal_sync_micros.observe(micros(took));
+        self.wal_sync_micros.observe_micros(took);
     }
 
     pub(crate) fn committed(&self, jobs: usize, took: Duration) {
         self.batch_sizes
             .observe(u64::try_from(jobs).unwrap_or(u64::MAX));
-        self.commit_micros.observe(micros(took));
+        self.commit_micros.observe_micros(took);
     }
 
     /// Transactions committed so far.

@@ -140,8 +140,7 @@ impl Metrics {
     /// An MSRP message was answered 200 after its commit, `took` after its last byte was read:
     /// the latency its sender saw, less the network.
     pub fn msrp_answered(&self, took: Duration) {
-        self.msrp_answer_micros
-            .observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self.msrp_answer_micros.observe_micros(took);
     }
 
     /// A message of `bytes` was committed to the store.
@@ -157,17 +156,12 @@ impl Metrics {
 
     /// A PUBLISH ended with `status`, or timed out (`None`).
     pub fn publish_outcome(&self, status: Option<u16>) {
-        let mut map = self
-            .publishes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *map.entry(status).or_insert(0) += 1;
+        bump(&self.publishes, status);
     }
 
     /// A request of kind `what` was refused with `status` (SIP, or MSRP for a SEND).
     pub fn refused(&self, what: Refused, status: u16) {
-        let mut map = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        *map.entry((what, status)).or_insert(0) += 1;
+        bump(&self.refusals, (what, status));
     }
 
     /// A NOTIFY was sent.
@@ -275,39 +269,23 @@ impl Metrics {
             "NOTIFY requests sent to subscribers.",
             load(&self.notifies),
         );
-        family(
+        labelled_counter(
             o,
             "mwi_store_publishes_total",
-            "counter",
             "PUBLISH transactions by final status (timeout: no answer).",
-        );
-        let publishes = self
-            .publishes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for (status, n) in publishes {
-            let label = match status {
+            &self.publishes,
+            |status| match status {
                 Some(s) => format!("status=\"{s}\""),
                 None => "status=\"timeout\"".to_string(),
-            };
-            line(o, "mwi_store_publishes_total", &label, n);
-        }
-        family(
+            },
+        );
+        labelled_counter(
             o,
             "mwi_store_refusals_total",
-            "counter",
             "Requests refused, by what (chat-invite, message, subscribe) and the status sent.",
+            &self.refusals,
+            |(what, status)| format!("what=\"{}\",status=\"{status}\"", what.label()),
         );
-        let refusals = self
-            .refusals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for ((what, status), n) in refusals {
-            let label = format!("what=\"{}\",status=\"{status}\"", what.label());
-            line(o, "mwi_store_refusals_total", &label, n);
-        }
         counter(
             o,
             "mwi_store_store_commits_total",
@@ -403,6 +381,30 @@ fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Displa
         let _ = writeln!(out, "{name} {value}");
     } else {
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// Adds one to the count of `key`.
+fn bump<K: Ord>(counts: &Mutex<BTreeMap<K, u64>>, key: K) {
+    let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    *map.entry(key).or_insert(0) += 1;
+}
+
+/// A counter family with one line per key of `counts`, labelled by `labels`.
+fn labelled_counter<K: Clone>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    counts: &Mutex<BTreeMap<K, u64>>,
+    labels: impl Fn(&K) -> String,
+) {
+    family(out, name, "counter", help);
+    let counts = counts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for (key, n) in counts {
+        line(out, name, &labels(&key), n);
     }
 }
 

@@ -43,10 +43,9 @@ pub struct WireLeg {
     read_buf: Vec<u8>,
     /// Transaction ids of unanswered SENDs, with when each was written.
     in_flight: VecDeque<(String, Instant)>,
-    /// SENDs encoded and not written yet.
-    sends: BytesMut,
-    /// 200s owed to the server's own SENDs (the greeting).
-    replies: BytesMut,
+    /// What is encoded and not written yet: our SENDs, and 200s owed to the server's own
+    /// SENDs (the greeting).
+    out: BytesMut,
 }
 
 impl WireLeg {
@@ -69,8 +68,7 @@ impl WireLeg {
             decoder: MsrpDecoder::new(DecoderLimits::default()),
             read_buf: vec![0; READ_BYTES],
             in_flight: VecDeque::new(),
-            sends: BytesMut::new(),
-            replies: BytesMut::new(),
+            out: BytesMut::new(),
         })
     }
 
@@ -78,15 +76,9 @@ impl WireLeg {
     /// greeting, SPEC §1), which is answered.
     pub async fn bind(&mut self, wait: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + wait;
-        let mut bind = Frame::request(
-            ids::transaction_id(),
-            Method::Send,
-            &self.to,
-            std::slice::from_ref(&self.local),
-        );
-        bind.push_header("Message-ID", ids::message_id());
-        bind.push_header("Byte-Range", "1-0/0");
-        self.write_frame(&bind).await?;
+        let bind = self.send_frame(ids::transaction_id(), None);
+        bind.encode(&mut self.out);
+        self.flush().await?;
         let (mut bound, mut greeted) = (false, false);
         while !(bound && greeted) {
             tokio::time::timeout_at(deadline, self.read_some())
@@ -106,7 +98,7 @@ impl WireLeg {
                     }
                 }
             }
-            self.flush_replies().await?;
+            self.flush().await?;
         }
         Ok(())
     }
@@ -124,29 +116,42 @@ impl WireLeg {
     /// Encodes one complete message as a SEND, written by the next [`WireLeg::flush`].
     pub fn queue_send(&mut self, content_type: &str, body: Bytes) {
         let tid = ids::transaction_id();
+        self.send_frame(tid.clone(), Some((content_type, body)))
+            .encode(&mut self.out);
+        self.in_flight.push_back((tid, Instant::now()));
+    }
+
+    /// Writes what is encoded in one `write`, as a client with several SENDs ready does.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.out.is_empty() {
+            let out = self.out.split().freeze();
+            self.stream.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// A complete SEND on this leg; without a body it is the empty bind SEND (RFC 4975 §5.4).
+    fn send_frame(&self, tid: String, body: Option<(&str, Bytes)>) -> Frame {
         let mut send = Frame::request(
-            tid.clone(),
+            tid,
             Method::Send,
             &self.to,
             std::slice::from_ref(&self.local),
         );
         send.push_header("Message-ID", ids::message_id());
-        send.push_header("Byte-Range", format!("1-{n}/{n}", n = body.len()));
-        send.push_header("Content-Type", content_type);
-        send.body = Some(body);
-        send.encode(&mut self.sends);
-        self.in_flight.push_back((tid, Instant::now()));
+        match body {
+            Some((content_type, body)) => {
+                send.push_header("Byte-Range", format!("1-{n}/{n}", n = body.len()));
+                send.push_header("Content-Type", content_type);
+                send.body = Some(body);
+            }
+            None => send.push_header("Byte-Range", "1-0/0"),
+        }
+        send
     }
 
-    /// Writes the queued SENDs in one `write`, as a client with several ready does.
-    pub async fn flush(&mut self) -> anyhow::Result<()> {
-        let out = self.sends.split().freeze();
-        self.stream.write_all(&out).await?;
-        Ok(())
-    }
-
-    /// Waits for what the server sends next and returns the answers it brought. Cancel-safe:
-    /// the only await that can be interrupted is the `read` itself.
+    /// Waits for what the server sends next and returns the answers it brought. Cancel-safe
+    /// unless the server sent a request of its own: the `read` is the only other await.
     pub async fn answers(&mut self) -> anyhow::Result<Vec<Answer>> {
         self.read_some().await?;
         let read_at = Instant::now();
@@ -173,7 +178,7 @@ impl WireLeg {
                 StartLine::Request(_) => self.owe_reply(&frame),
             }
         }
-        self.flush_replies().await?;
+        self.flush().await?;
         Ok(out)
     }
 
@@ -201,22 +206,7 @@ impl WireLeg {
         if request.method() == Some(&Method::Send) {
             request
                 .response_to(200, None, &self.local)
-                .encode(&mut self.replies);
+                .encode(&mut self.out);
         }
-    }
-
-    async fn flush_replies(&mut self) -> anyhow::Result<()> {
-        if !self.replies.is_empty() {
-            let out = self.replies.split().freeze();
-            self.stream.write_all(&out).await?;
-        }
-        Ok(())
-    }
-
-    async fn write_frame(&mut self, frame: &Frame) -> anyhow::Result<()> {
-        let mut out = BytesMut::new();
-        frame.encode(&mut out);
-        self.stream.write_all(&out).await?;
-        Ok(())
     }
 }
