@@ -211,6 +211,23 @@ impl Server {
         }
     }
 
+    /// Every line logged up to and including the first one matching `pred`, once that one is
+    /// out. The server writes its log in batches (up to 10 ms late) but in order, so a line
+    /// known to be logged after some events is the barrier for counting the lines of those
+    /// events; a snapshot of [`Self::log_lines`] may miss the last batch.
+    pub fn log_lines_through(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.wait_log(&pred, wait)?;
+        let mut lines = self.log_lines();
+        if let Some(i) = lines.iter().position(pred) {
+            lines.truncate(i + 1);
+        }
+        Ok(lines)
+    }
+
     pub fn raw_logs(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
     }

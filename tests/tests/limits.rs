@@ -27,9 +27,13 @@ async fn page(uac: &SipUac, from: &str, extra: &str, body: &str) -> anyhow::Resu
     uac.transact(&message, Duration::from_secs(3)).await
 }
 
-fn limit_lines(server: &Server, key: &str) -> usize {
-    server
-        .log_lines()
+/// Lines of the limit `key` logged before the end of the deposit session `call_id`.
+fn limit_lines(server: &mut Server, key: &str, call_id: &str) -> anyhow::Result<usize> {
+    let lines = server.log_lines_through(
+        |l| l["message"] == "deposit session ended" && l["call_id"] == call_id,
+        WAIT,
+    )?;
+    Ok(lines
         .iter()
         .filter(|l| {
             l["message"]
@@ -37,12 +41,12 @@ fn limit_lines(server: &Server, key: &str) -> usize {
                 .is_some_and(|m| m.starts_with("limit reached"))
         })
         .filter(|l| l["limit"] == key)
-        .count()
+        .count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limits_answer_503_with_retry_after() -> anyhow::Result<()> {
-    let server = Server::start(
+    let mut server = Server::start(
         "[mwi]\nmode = \"notify\"\n[deposit]\naccept_untrusted = true\n\
          [limits]\nmax_sessions = 2\nmax_sessions_per_source = 1\nretry_after_secs = 7\n",
     )?;
@@ -94,17 +98,21 @@ async fn session_limits_answer_503_with_retry_after() -> anyhow::Result<()> {
     }
     let again = again.expect("a freed slot is reused");
     again.bye(&uac, WAIT).await?;
+    let last = second.dialog.call_id.clone();
     second.bye(&uac, WAIT).await?;
 
     // Six hits of the global limit, one of the per-source one: one line each.
-    assert_eq!(limit_lines(&server, "limits.max_sessions_per_source"), 1);
-    assert_eq!(limit_lines(&server, "limits.max_sessions"), 1);
+    assert_eq!(
+        limit_lines(&mut server, "limits.max_sessions_per_source", &last)?,
+        1
+    );
+    assert_eq!(limit_lines(&mut server, "limits.max_sessions", &last)?, 1);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_rate_per_caller_answers_486_and_msrp_403() -> anyhow::Result<()> {
-    let server = Server::start(
+    let mut server = Server::start(
         "[mwi]\nmode = \"notify\"\n[limits]\ndeposit_rate_per_minute = 6\ndeposit_burst = 3\n",
     )?;
     let (uac, msrp) = client("127.0.0.1", &server, 2048).await?;
@@ -126,7 +134,8 @@ async fn deposit_rate_per_caller_answers_486_and_msrp_403() -> anyhow::Result<()
     let r = page(&uac, "sip:carol@example.com", "", "hello").await?;
     assert_eq!(r.status(), 202);
 
-    // In a chat: the fourth SEND gets MSRP 403; a new INVITE then gets 486.
+    // In a chat: the fourth SEND gets MSRP 403; a new INVITE then gets 486 (the chat is
+    // still up: its end is the last line of this test's traffic).
     let dave = "sip:dave@example.com";
     let chat = call(&uac, &msrp, &CallOptions::new(dave, BOB), WAIT).await?;
     for i in 0..3 {
@@ -135,11 +144,12 @@ async fn deposit_rate_per_caller_answers_486_and_msrp_403() -> anyhow::Result<()
     }
     let over = chat.send("text/plain", Bytes::from_static(b"dave 3")).await;
     assert!(format!("{over:?}").contains("403"), "{over:?}");
-    chat.bye(&uac, WAIT).await?;
     let refused = refusal(call(&uac, &msrp, &CallOptions::new(dave, BOB), WAIT).await)
         .expect("INVITE over the rate is refused");
     assert_eq!(refused.status(), 486, "{}", refused.start_line);
     assert!(refused.header("retry-after").is_some());
+    let last = chat.dialog.call_id.clone();
+    chat.bye(&uac, WAIT).await?;
 
     let stored = open_store(&server.db)?.messages(BOB, true).await?;
     assert_eq!(
@@ -148,7 +158,10 @@ async fn deposit_rate_per_caller_answers_486_and_msrp_403() -> anyhow::Result<()
         "3 from alice, 1 from carol, 3 from dave"
     );
     // 23 refusals, one log line (the interval is 10 s).
-    assert_eq!(limit_lines(&server, "limits.deposit_rate_per_minute"), 1);
+    assert_eq!(
+        limit_lines(&mut server, "limits.deposit_rate_per_minute", &last)?,
+        1
+    );
     Ok(())
 }
 
