@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use crate::error::StoreError;
+use crate::mailbox_index::messages_of;
 use crate::model::{MessageState, StoredId, StoredMessage};
-use crate::row::{fetch_id_to_sql, stored_message, to_micros, MESSAGE_COLUMNS};
+use crate::row::{fetch_id_to_sql, stored_message, to_micros, MESSAGE_COLUMNS_AFTER_ID};
 use crate::writer::JobContext;
 
 /// Claims up to `limit` of the oldest unclaimed waiting messages of `mailbox` for `fetch_id`.
@@ -22,9 +23,11 @@ pub(crate) fn claim(
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut select = cx.conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM message m JOIN mailbox b ON b.id = m.mailbox_id
-         WHERE b.aor = ?1 AND m.state = 'new' AND m.claim IS NULL ORDER BY m.id LIMIT ?2"
+    let mut select = cx.conn.prepare_cached(&messages_of(
+        MESSAGE_COLUMNS_AFTER_ID,
+        "m.state = 'new' AND m.claim IS NULL",
+        "ASC",
+        "LIMIT ?2",
     ))?;
     let mut rows = select.query(params![mailbox, limit])?;
     let mut claimed = Vec::new();

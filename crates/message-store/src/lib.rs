@@ -25,6 +25,7 @@ mod claims;
 mod config;
 mod deposit;
 mod error;
+mod mailbox_index;
 mod model;
 mod publication;
 mod queries;

@@ -4,10 +4,11 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::StoreError;
+use crate::mailbox_index::{ids_of, messages_of};
 use crate::model::{
     Counts, MailboxSummary, MessageHeaders, PublicationRecord, StoreStats, StoredMessage,
 };
-use crate::row::{count, from_micros, stored_message, MESSAGE_COLUMNS};
+use crate::row::{count, from_micros, stored_message, MESSAGE_COLUMNS_AFTER_ID};
 
 /// RFC 3842 counts for one mailbox (kept current by triggers); an unknown mailbox has zeros.
 pub(crate) fn counts(conn: &Connection, mailbox: &str) -> Result<Counts, StoreError> {
@@ -29,11 +30,12 @@ pub(crate) fn counts(conn: &Connection, mailbox: &str) -> Result<Counts, StoreEr
 
 /// Every mailbox holding at least one message, by AoR.
 pub(crate) fn mailboxes(conn: &Connection) -> Result<Vec<MailboxSummary>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT b.aor, b.new_count, b.old_count, b.total_bytes,
-                (SELECT min(m.received_at) FROM message m WHERE m.mailbox_id = b.id)
+                (SELECT min(m.received_at) FROM message m WHERE m.id IN ({}))
          FROM mailbox b WHERE b.new_count + b.old_count > 0 ORDER BY b.aor",
-    )?;
+        ids_of("b")
+    ))?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -55,9 +57,11 @@ pub(crate) fn messages(
     mailbox: &str,
     include_delivered: bool,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM message m JOIN mailbox b ON b.id = m.mailbox_id
-         WHERE b.aor = ?1 AND (?2 OR m.state = 'new') ORDER BY m.id"
+    let mut stmt = conn.prepare_cached(&messages_of(
+        MESSAGE_COLUMNS_AFTER_ID,
+        "?2 OR m.state = 'new'",
+        "ASC",
+        "",
     ))?;
     let mut rows = stmt.query(rusqlite::params![mailbox, include_delivered])?;
     let mut out = Vec::new();
@@ -73,12 +77,12 @@ pub(crate) fn newest_headers(
     mailbox: &str,
     n: usize,
 ) -> Result<Vec<MessageHeaders>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.sender_aor, m.sender_name, coalesce(m.sender_time, m.received_at),
-                m.subject
-         FROM message m JOIN mailbox b ON b.id = m.mailbox_id
-         WHERE b.aor = ?1 AND m.state = 'new' ORDER BY m.id DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&messages_of(
+        "m.sender_aor, m.sender_name, coalesce(m.sender_time, m.received_at), m.subject",
+        "m.state = 'new'",
+        "DESC",
+        "LIMIT ?2",
+    ))?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut rows = stmt.query(rusqlite::params![mailbox, limit])?;
     let mut out = Vec::new();

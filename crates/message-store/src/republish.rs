@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use crate::error::StoreError;
+use crate::mailbox_index::messages_of;
 use crate::row::to_micros;
 use crate::writer::JobContext;
 
@@ -30,12 +31,11 @@ pub(crate) fn request_if_purging(
 ) -> Result<(), StoreError> {
     let before = cutoff.map_or(i64::MAX, to_micros);
     cx.conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "INSERT OR IGNORE INTO republish_request(mailbox, requested_at)
-             SELECT ?1, ?3 WHERE EXISTS (
-                 SELECT 1 FROM message m JOIN mailbox b ON b.id = m.mailbox_id
-                 WHERE b.aor = ?1 AND m.received_at < ?2)",
-        )?
+             SELECT ?1, ?3 WHERE EXISTS ({})",
+            messages_of("", "m.received_at < ?2", "", "LIMIT 1")
+        ))?
         .execute(params![mailbox, before, to_micros(now)])?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::params;
 
 use crate::error::StoreError;
+use crate::mailbox_index::messages_of;
 use crate::model::Purged;
 use crate::row::to_micros;
 use crate::writer::JobContext;
@@ -19,10 +20,10 @@ pub(crate) fn purge_mailbox(
     let before = cutoff.map_or(i64::MAX, to_micros);
     Ok(cx
         .conn
-        .prepare_cached(
-            "DELETE FROM message
-             WHERE mailbox_id = (SELECT id FROM mailbox WHERE aor = ?1) AND received_at < ?2",
-        )?
+        .prepare_cached(&format!(
+            "DELETE FROM message WHERE id IN ({})",
+            messages_of("", "m.received_at < ?2", "", "")
+        ))?
         .execute(params![mailbox, before])?)
 }
 

@@ -7,9 +7,9 @@ use rusqlite::Row;
 use crate::error::StoreError;
 use crate::model::{MessageState, NewMessage, Source, StoredId, StoredMessage};
 
-/// Columns of a full message read, in the order `stored_message` expects; `m` is `message`,
-/// `b` is `mailbox`.
-pub(crate) const MESSAGE_COLUMNS: &str = "m.id, b.aor, m.sender_aor, m.sender_name, \
+/// Columns of a full message read after its id, in the order `stored_message` expects; `m` is
+/// `message`, `b` is `mailbox`. For [`crate::mailbox_index::messages_of`], which selects the id.
+pub(crate) const MESSAGE_COLUMNS_AFTER_ID: &str = "b.aor, m.sender_aor, m.sender_name, \
      m.sender_verified, m.recipient, m.content_type, m.inner_content_type, m.body, \
      m.message_id, m.sender_time, m.received_at, m.source, m.state, m.delivered_at, m.urgent, \
      m.subject";

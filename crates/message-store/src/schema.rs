@@ -90,7 +90,11 @@ END;
 "#;
 
 /// Every migration step, in order.
-const MIGRATIONS: &[&str] = &[V1, crate::republish::SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[
+    V1,
+    crate::republish::SCHEMA_V2,
+    crate::mailbox_index::SCHEMA_V3,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -176,6 +180,7 @@ fn migrate_with(conn: &mut Connection, steps: &[&str]) -> Result<(), StoreError>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::mailbox_index::tests::{insert_body, with_mailboxes};
 
     #[test]
     fn migrates_an_empty_file_and_is_idempotent() {
@@ -250,6 +255,42 @@ mod tests {
     }
 
     #[test]
+    fn version_3_files_the_messages_of_a_version_2_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..2]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com'), ('sip:carol@example.com');",
+        )
+        .unwrap();
+        for i in 0..40 {
+            insert_body(&conn, 1 + i % 2, b"x");
+        }
+        migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        insert_body(&conn, 1, b"x");
+        let sql = crate::mailbox_index::messages_of("", "1", "ASC", "");
+        let bob: Vec<i64> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(["sip:bob@example.com"], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut expected: Vec<i64> = (0..20).map(|i| 2 * i + 1).collect();
+        expected.push(41);
+        assert_eq!(bob, expected, "20 filed by the migration, 1 recent");
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'message_by_mailbox'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 0, "the per-row index is gone");
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::new(dir.path().join("s.db"));
@@ -268,22 +309,9 @@ mod tests {
 
     #[test]
     fn quota_counters_follow_inserts_and_deletes() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&StoreConfig::new(dir.path().join("s.db"))).unwrap();
-        conn.execute(
-            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com')",
-            [],
-        )
-        .unwrap();
+        let (_dir, conn) = with_mailboxes(&["sip:bob@example.com"]);
         for body in [&b"abc"[..], &b"defgh"[..]] {
-            conn.execute(
-                "INSERT INTO message(mailbox_id, sender_aor, sender_verified, recipient,
-                     content_type, body, received_at, source, state, urgent)
-                 VALUES (1, 'sip:a@x', 1, 'sip:bob@example.com', 'text/plain', ?1, 0, 'msrp',
-                     'new', 0)",
-                [body],
-            )
-            .unwrap();
+            insert_body(&conn, 1, body);
         }
         let counters = |c: &Connection| -> (i64, i64, i64) {
             c.query_row(
