@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use crate::error::StoreError;
-use crate::mailbox_index::messages_of;
+use crate::mailbox_index::{messages_of, LIMIT_2};
 use crate::model::{MessageState, StoredId, StoredMessage};
 use crate::row::{fetch_id_to_sql, stored_message, to_micros, MESSAGE_COLUMNS_AFTER_ID};
 use crate::writer::JobContext;
@@ -27,7 +27,7 @@ pub(crate) fn claim(
         MESSAGE_COLUMNS_AFTER_ID,
         "m.state = 'new' AND m.claim IS NULL",
         "ASC",
-        "LIMIT ?2",
+        LIMIT_2,
     ))?;
     let mut rows = select.query(params![mailbox, limit])?;
     let mut claimed = Vec::new();

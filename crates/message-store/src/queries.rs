@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::mailbox_index::{ids_of, messages_of};
+use crate::mailbox_index::{ids_of, messages_of, LIMIT_2};
 use crate::model::{
     Counts, MailboxSummary, MessageHeaders, PublicationRecord, StoreStats, StoredMessage,
 };
@@ -81,7 +81,7 @@ pub(crate) fn newest_headers(
         "m.sender_aor, m.sender_name, coalesce(m.sender_time, m.received_at), m.subject",
         "m.state = 'new'",
         "DESC",
-        "LIMIT ?2",
+        LIMIT_2,
     ))?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut rows = stmt.query(rusqlite::params![mailbox, limit])?;
