@@ -28,11 +28,12 @@ pub(crate) fn counts(conn: &Connection, mailbox: &str) -> Result<Counts, StoreEr
     Ok(counts.unwrap_or_default())
 }
 
-/// Every mailbox holding at least one message, by AoR.
+/// Every mailbox holding at least one message, by AoR; the oldest is the first to arrive (the
+/// lowest id), read off the mailbox's ids without reading its messages.
 pub(crate) fn mailboxes(conn: &Connection) -> Result<Vec<MailboxSummary>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT b.aor, b.new_count, b.old_count, b.total_bytes,
-                (SELECT min(m.received_at) FROM message m WHERE m.id IN ({}))
+                (SELECT received_at FROM message WHERE id = (SELECT min(id) FROM ({})))
          FROM mailbox b WHERE b.new_count + b.old_count > 0 ORDER BY b.aor",
         ids_of("b")
     ))?;
