@@ -6,10 +6,10 @@
 //! time per row (docs/benchmarks.md, finding 2). The mailbox row, which the counting trigger
 //! rewrites on every deposit anyway, instead keeps the ids of its newest messages
 //! (`mailbox.recent`, each id followed by a comma); once 32 have gathered, the trigger files
-//! them into `mailbox_message` together, one leaf written for the run. A
-//! mailbox's messages are the filed ones and the recent ones, and every recent id is newer
-//! than every filed one. All of it is kept by triggers inside each statement's transaction,
-//! so every writer (server, admin CLI, tests) keeps it right and a crash loses nothing.
+//! them into `mailbox_message` together, one leaf written for the run. A mailbox's messages
+//! are the filed ones and the recent ones, every recent id newer than every filed one. All of
+//! it is kept by triggers inside each statement's transaction, so every writer (server, admin
+//! CLI, tests) keeps it right and a crash loses nothing.
 
 /// Ids a mailbox row gathers before they are filed (the `32` in `SCHEMA_V3`); measured at
 /// 30,000 deposits/s into 1,000 mailboxes: 12.8–13.5 µs of writer CPU per row against 18–22
