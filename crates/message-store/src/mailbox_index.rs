@@ -255,4 +255,54 @@ pub(crate) mod tests {
             "{plan}"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any mix of deposits into three mailboxes and deletes of any message (filed or
+        /// recent): each mailbox lists exactly its messages, in id order both ways, and its
+        /// recent count is the length of its recent list.
+        #[test]
+        fn listing_follows_any_inserts_and_deletes(
+            steps in proptest::collection::vec((0u8..4, 0usize..1000), 1..300),
+        ) {
+            let aors = ["sip:a@x", "sip:b@x", "sip:c@x"];
+            let (_dir, conn) = with_mailboxes(&aors);
+            // Durability is not what this tests.
+            conn.pragma_update(None, "synchronous", "OFF").unwrap();
+            let mut model: Vec<Vec<i64>> = vec![Vec::new(); aors.len()];
+            for (op, pick) in steps {
+                if let Some(mailbox) = model.get_mut(usize::from(op)) {
+                    insert_body(&conn, i64::from(op) + 1, b"x");
+                    mailbox.push(conn.last_insert_rowid());
+                } else {
+                    let all: Vec<(usize, usize)> = model
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(m, ids)| (0..ids.len()).map(move |i| (m, i)))
+                        .collect();
+                    if all.is_empty() {
+                        continue;
+                    }
+                    let (m, i) = all[pick % all.len()];
+                    let id = model[m].remove(i);
+                    conn.execute("DELETE FROM message WHERE id = ?1", [id]).unwrap();
+                }
+            }
+            for (m, aor) in aors.iter().enumerate() {
+                proptest::prop_assert_eq!(&listed(&conn, aor, "ASC"), &model[m]);
+                let mut newest_first = model[m].clone();
+                newest_first.reverse();
+                proptest::prop_assert_eq!(listed(&conn, aor, "DESC"), newest_first);
+                let (recent, count): (String, i64) = conn
+                    .query_row(
+                        "SELECT recent, recent_count FROM mailbox WHERE aor = ?1",
+                        [aor],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                proptest::prop_assert_eq!(recent.matches(',').count() as i64, count);
+                proptest::prop_assert!(count < FILING_RUN as i64);
+            }
+        }
+    }
 }
