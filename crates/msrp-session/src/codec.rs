@@ -245,7 +245,10 @@ impl MsrpDecoder {
         }
         loop {
             let Some(rel) = crlf().find(&self.buf[scan..]) else {
-                if self.buf.len() > self.limits.max_header_bytes {
+                // The next line ends at the next CRLF, whose CR may be the last byte read: only
+                // past that is the limit surely broken, whatever the next read brings.
+                let earliest_end = self.buf.len() - usize::from(self.buf.ends_with(b"\r"));
+                if earliest_end > self.limits.max_header_bytes {
                     return Err(fatal(
                         parsed.map(|p| p.transaction_id),
                         "header block too large",
@@ -543,6 +546,40 @@ mod tests {
             Decoded::Frame(f) => assert_eq!(f.transaction_id, "next1234"),
             other => panic!("expected the next frame, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_head_at_the_limit_read_up_to_its_last_cr_is_not_too_large() {
+        // Found by fuzz/msrp_stream: the blank line ending the head starts exactly at the limit,
+        // and a read ends on its CR. The head is within the limit whatever the cut.
+        let frame = send("edge1234", b"hi");
+        let blank = frame
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("blank line")
+            + 2;
+        let limits = DecoderLimits {
+            max_header_bytes: blank,
+            max_body_bytes: 64,
+        };
+        for cut in [blank + 1, blank, blank + 2] {
+            let mut d = MsrpDecoder::new(limits);
+            d.feed(&frame[..cut]);
+            assert!(frames(&mut d).is_empty(), "cut at {cut}");
+            d.feed(&frame[cut..]);
+            let got = frames(&mut d);
+            assert!(
+                matches!(got.as_slice(), [Decoded::Frame(f)] if f.body_bytes() == b"hi"),
+                "cut at {cut}: {got:?}"
+            );
+        }
+        // One byte less of room: the head is too large, however it is read.
+        let mut d = MsrpDecoder::new(DecoderLimits {
+            max_header_bytes: blank - 1,
+            max_body_bytes: 64,
+        });
+        d.feed(&frame[..blank + 1]);
+        assert!(d.decode().is_err());
     }
 
     #[test]
