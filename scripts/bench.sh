@@ -144,8 +144,11 @@ idle_timeout_secs = 300
 # The abuse limits would throttle a load generator that is one caller from one address.
 max_sessions = $((S + 1000))
 deposit_rate_per_minute = 0
+[metrics]
+listen = "$IP:$((BASE_PORT + 3))"
 $extra
 EOF
+  metrics_addr=$IP:$((BASE_PORT + 3))
   "$bin" serve --config "$dir/mwi-store.toml" --log-format json >"$dir/mwi-store.log" 2>&1 &
   server_pid=$!
   pids+=("$server_pid")
@@ -170,6 +173,18 @@ try: print(f"{int(sys.argv[1]) / tck * 1e6 / float(sys.argv[2]):.1f}")
 except Exception: print("-")' "$ticks" "$stored" >"$tmp/$name.cpu"
 }
 cpu_of() { cat "$tmp/$1.cpu" 2>/dev/null || echo -; }
+
+# slow_fsyncs NAME: how many of the running server's WAL fsyncs took over 50 ms (the disk's
+# stalls, docs/benchmarks.md finding 4), from its metrics, to $tmp/NAME.stalls.
+slow_fsyncs() {
+  python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+values = dict(l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#"))
+h = "mwi_store_store_wal_fsync_seconds"
+print(int(float(values[h + "_count"]) - float(values[h + "_bucket{le=\"0.05\"}"])))' \
+    "http://$metrics_addr/metrics" >"$tmp/$1.stalls" 2>/dev/null || echo - >"$tmp/$1.stalls"
+}
+stalls_of() { cat "$tmp/$1.stalls" 2>/dev/null || echo -; }
 
 # run_bench NAME ARGS... -> $tmp/NAME.json; prints the table to the terminal too
 run_bench() {
@@ -257,12 +272,14 @@ for rep in 1 2 3; do
       --presence "$presence" --concurrency $HALF_C --messages $((M / 2)) \
       --per-session $SESSION_M --mailboxes $K --rate "$half" --window 16
     server_cpu deposit-half-$rep
+    slow_fsyncs deposit-half-$rep
     stop_all
   }
 done
 half_run=$(median_run msrp_200_p99_ms "$tmp"/deposit-half-1.json "$tmp"/deposit-half-2.json \
   "$tmp"/deposit-half-3.json)
 half_p99_all=$(for rep in 1 2 3; do jget "$tmp/deposit-half-$rep.json" msrp_200_p99_ms; done | paste -sd/)
+half_stalls_all=$(for rep in 1 2 3; do stalls_of deposit-half-$rep; done | paste -sd/)
 SYNC=off start_server deposit-half-nosync publish && {
   run_bench deposit-half-nosync deposit --sip "udp:$IP:$sip_port" --db "$db" \
     --presence "$presence" --concurrency $HALF_C --messages $((M / 2)) \
@@ -293,10 +310,13 @@ for rate in $LADDER; do
     run_bench ladder-$rate deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
       --concurrency $HALF_C --messages $per --per-session $per --mailboxes $K --rate $rate \
       --window 16
+    slow_fsyncs ladder-$rate
     stop_all
   }
   p99=$(jget "$tmp/ladder-$rate.json" msrp_200_p99_ms)
-  ladder_all="$ladder_all${ladder_all:+ / }$rate: $p99"
+  stalls=$(stalls_of ladder-$rate)
+  [ "$stalls" = 0 ] && stalls="" || stalls=" [fsyncs > 50 ms: $stalls]"
+  ladder_all="$ladder_all${ladder_all:+ / }$rate: $p99$stalls"
   if [ $ladder_open = 1 ] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)' \
       "$p99" 2>/dev/null; then
     ladder_held=$rate
@@ -431,6 +451,7 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| deposit: PUBLISHes seen (mailboxes) | $(jget "$d" publishes) ($(jget "$d" mailboxes_published)) | |"
   echo "| deposit at half rate ($half/s), median of 3 by p99: achieved msg/s | $(jget "$half_run" stored_per_sec) | |"
   echo "| deposit at half rate: MSRP 200 p50 / p99 (ms) | $(jget "$half_run" msrp_200_p50_ms) / $(jget "$half_run" msrp_200_p99_ms) ($half_p99_all) | p99 ≤ 5 |"
+  echo "| deposit at half rate: WAL fsyncs over 50 ms in each run (disk stalls) | $half_stalls_all | |"
   echo "| deposit at half rate: server CPU per stored message (µs) | $(cpu_of "$(basename "$half_run" .json)") | |"
   echo "| the same with synchronous = off: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-half-nosync.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-half-nosync.json" msrp_200_p99_ms) | |"
   echo "| store alone at half rate, 100 paced tasks: insert p99 (ms) | $store_half_p99 | |"
