@@ -68,8 +68,10 @@ fn decode(limits: DecoderLimits, pieces: &[&[u8]]) -> Vec<Result<Decoded, FatalE
                 }
             }
         }
+        // The head's blank line (CRLF) is not counted in `max_header_bytes`.
         assert!(
-            decoder.buffered() <= limits.max_header_bytes + limits.max_body_bytes + MAX_END_LINE,
+            decoder.buffered()
+                <= limits.max_header_bytes + 2 + limits.max_body_bytes + MAX_END_LINE,
             "decoder holds {} bytes after draining",
             decoder.buffered()
         );

@@ -22,7 +22,8 @@ use crate::frame::{EndFlag, Frame, Header, Method, StartLine, END_LINE_DASHES};
 /// Size limits of the decoder.
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderLimits {
-    /// Start line plus header block, bytes.
+    /// Start line and header fields with their CRLFs, bytes (the blank line ending the head
+    /// is not counted).
     pub max_header_bytes: usize,
     /// Body of one chunk, bytes.
     pub max_body_bytes: usize,
