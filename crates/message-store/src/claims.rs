@@ -6,6 +6,8 @@
 //! delivered message is deleted (or kept as delivered); `release` hands back whatever a fetch
 //! did not get acknowledged; claims left by a crashed process are cleared on open.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
@@ -23,12 +25,16 @@ pub(crate) fn claim(
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut select = cx.conn.prepare_cached(&messages_of(
-        MESSAGE_COLUMNS_AFTER_ID,
-        "m.state = 'new' AND m.claim IS NULL",
-        "ASC",
-        LIMIT_2,
-    ))?;
+    // Built once: every claim of every fetch runs it.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        messages_of(
+            MESSAGE_COLUMNS_AFTER_ID,
+            "m.state = 'new' AND m.claim IS NULL",
+            "ASC",
+            LIMIT_2,
+        )
+    });
+    let mut select = cx.conn.prepare_cached(&SQL)?;
     let mut rows = select.query(params![mailbox, limit])?;
     let mut claimed = Vec::new();
     while let Some(row) = rows.next()? {

@@ -1,6 +1,8 @@
 //! Read queries, run on the read-only connections: counts, listings, message headers, whole
 //! store figures and persisted PUBLISH state.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::StoreError;
@@ -78,12 +80,16 @@ pub(crate) fn newest_headers(
     mailbox: &str,
     n: usize,
 ) -> Result<Vec<MessageHeaders>, StoreError> {
-    let mut stmt = conn.prepare_cached(&messages_of(
-        "m.sender_aor, m.sender_name, coalesce(m.sender_time, m.received_at), m.subject",
-        "m.state = 'new'",
-        "DESC",
-        LIMIT_2,
-    ))?;
+    // Built once: every message-summary body runs it.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        messages_of(
+            "m.sender_aor, m.sender_name, coalesce(m.sender_time, m.received_at), m.subject",
+            "m.state = 'new'",
+            "DESC",
+            LIMIT_2,
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut rows = stmt.query(rusqlite::params![mailbox, limit])?;
     let mut out = Vec::new();
