@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::io::poll_read_buf;
 
 use crate::codec::{Decoded, MsrpDecoder, Rejection};
 use crate::endpoint::{Registry, RouteOutcome};
@@ -140,9 +141,19 @@ impl ReadSide {
         match self {
             ReadSide::Tcp(rd) => loop {
                 rd.readable().await?;
-                match rd.try_read_buf(buf.for_read()) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.release(),
-                    r => return r,
+                // One poll of `poll_read`, not `try_read_buf`: on epoll tokio takes a short
+                // read as proof that the socket is drained and clears its readiness, so the
+                // next `readable()` waits, where `try_read_buf` keeps the readiness until a
+                // `recv` fails with EAGAIN (one wasted syscall, and a buffer taken and let
+                // go, per paced SEND).
+                let polled = std::future::poll_fn(|cx| {
+                    Poll::Ready(poll_read_buf(Pin::new(&mut *rd), cx, buf.for_read()))
+                })
+                .await;
+                match polled {
+                    Poll::Ready(r) => return r,
+                    // The readiness was stale (now cleared): wait again without a buffer.
+                    Poll::Pending => buf.release(),
                 }
             },
             ReadSide::Stream(rd) => rd.read_buf(buf.for_read()).await,
