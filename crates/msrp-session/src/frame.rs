@@ -229,6 +229,39 @@ impl Frame {
         f
     }
 
+    /// The encoded response to this request, byte for byte what
+    /// `response_to(code, None, local).to_bytes()` gives (To-Path the first URI of the
+    /// request's From-Path, From-Path ours, RFC 4975 §7.2), written straight into one buffer:
+    /// every stored message is answered with one.
+    pub fn response_bytes(&self, code: u16, local: &str) -> Bytes {
+        let to = self
+            .header("From-Path")
+            .and_then(|v| v.split_ascii_whitespace().next())
+            .unwrap_or_default();
+        let reason = reason_phrase(code);
+        let tid = self.transaction_id.as_bytes();
+        let mut out = BytesMut::with_capacity(
+            48 + 2 * tid.len() + to.len() + local.len() + reason.map_or(0, str::len),
+        );
+        out.put_slice(b"MSRP ");
+        out.put_slice(tid);
+        out.put_u8(b' ');
+        put_status_code(&mut out, code);
+        if let Some(reason) = reason {
+            out.put_u8(b' ');
+            out.put_slice(reason.as_bytes());
+        }
+        out.put_slice(b"\r\nTo-Path: ");
+        out.put_slice(to.as_bytes());
+        out.put_slice(b"\r\nFrom-Path: ");
+        out.put_slice(local.as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(END_LINE_DASHES);
+        out.put_slice(tid);
+        out.put_slice(b"$\r\n");
+        out.freeze()
+    }
+
     /// Append a header.
     pub fn push_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.headers.push(Header {
@@ -343,7 +376,7 @@ impl Frame {
         match &self.start {
             StartLine::Request(m) => out.put_slice(m.as_str().as_bytes()),
             StartLine::Response { code, comment } => {
-                out.put_slice(format!("{code:03}").as_bytes());
+                put_status_code(out, *code);
                 if let Some(c) = comment {
                     out.put_u8(b' ');
                     out.put_slice(c.as_bytes());
@@ -373,6 +406,17 @@ impl Frame {
         let mut out = BytesMut::new();
         self.encode(&mut out);
         out.freeze()
+    }
+}
+
+/// A status code as `{code:03}` would write it, without formatting machinery.
+fn put_status_code(out: &mut BytesMut, code: u16) {
+    if code < 1000 {
+        // Each digit is below 10, so the casts cannot truncate.
+        let digit = |d: u16| b'0' + (d % 10) as u8;
+        out.put_slice(&[digit(code / 100), digit(code / 10), digit(code)]);
+    } else {
+        out.put_slice(code.to_string().as_bytes());
     }
 }
 
@@ -460,5 +504,33 @@ mod tests {
         assert_eq!(f.failure_report(), FailureReport::Partial);
         f.push_header("Status", "000 200 OK");
         assert_eq!(f.status_header(), Some((0, 200)));
+    }
+
+    #[test]
+    fn response_bytes_are_the_encoded_response_frame() {
+        let local: MsrpUri = "msrp://127.0.0.1:2855/us;tcp".parse().unwrap();
+        let mut req = Frame::request(
+            "tid42",
+            Method::Send,
+            &["msrp://127.0.0.1:2855/us;tcp".parse().unwrap()],
+            &[
+                "msrp://relay:1/r;tcp".parse().unwrap(),
+                "msrp://peer:2/p;tcp".parse().unwrap(),
+            ],
+        );
+        let no_from_path = Frame {
+            headers: Vec::new(),
+            ..req.clone()
+        };
+        req.push_header("Byte-Range", "1-3/3");
+        for code in [200, 400, 413, 481, 299, 7, 1234] {
+            for r in [&req, &no_from_path] {
+                assert_eq!(
+                    r.response_bytes(code, &local.to_string()),
+                    r.response_to(code, None, &local).to_bytes(),
+                    "code {code}"
+                );
+            }
+        }
     }
 }

@@ -59,13 +59,23 @@ pub struct IncomingMessage {
     pub total_bytes: u64,
     /// The sender asked for a success REPORT.
     pub success_report: bool,
-    /// The From-Path of the last chunk (sender last).
-    pub from_path: Vec<MsrpUri>,
     /// When the connection read the bytes that completed the message: the start of the time
     /// its sender waits for the answer.
     pub received_at: std::time::Instant,
     /// Answers the last chunk's transaction.
     pub responder: MessageResponder,
+}
+
+impl IncomingMessage {
+    /// The From-Path of the last chunk (sender last), parsed when asked for: a deposit never
+    /// needs it. Empty once the message is answered.
+    pub fn from_path(&self) -> Vec<MsrpUri> {
+        self.responder
+            .answer
+            .as_ref()
+            .and_then(|a| a.request.from_path().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Answers a received message once the application has dealt with it: `accept` sends 200
@@ -468,7 +478,6 @@ impl SessionTask {
             body: m.body,
             total_bytes: total,
             success_report: m.success_report,
-            from_path: m.from_path,
             received_at: self.read_at,
             responder: MessageResponder {
                 cmd: self.cmd_tx.clone(),

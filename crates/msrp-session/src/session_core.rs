@@ -31,7 +31,6 @@ pub(crate) struct Received {
     pub content_type: String,
     pub body: Bytes,
     pub success_report: bool,
-    pub from_path: Vec<MsrpUri>,
     /// Last chunk's request, body dropped.
     pub request: Frame,
 }
@@ -55,6 +54,8 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct SessionCore {
     local: MsrpUri,
+    /// `local` as text, the From-Path of every response (formatted once, not per answer).
+    local_text: String,
     remote_path: Vec<MsrpUri>,
     config: CoreConfig,
     reassembler: Reassembler,
@@ -69,6 +70,7 @@ pub(crate) struct SessionCore {
 impl SessionCore {
     pub fn new(local: MsrpUri, config: CoreConfig) -> Self {
         SessionCore {
+            local_text: local.to_string(),
             local,
             remote_path: Vec::new(),
             reassembler: Reassembler::new(config.max_message_bytes),
@@ -231,7 +233,7 @@ impl SessionCore {
         };
         if send {
             self.out
-                .push_back(request.response_to(code, None, &self.local).to_bytes());
+                .push_back(request.response_bytes(code, &self.local_text));
         }
     }
 
@@ -265,7 +267,6 @@ impl SessionCore {
                 content_type,
                 body: data,
                 success_report: frame.success_report(),
-                from_path: frame.from_path().unwrap_or_default(),
                 request: Frame {
                     body: None,
                     ..frame

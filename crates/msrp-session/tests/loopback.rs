@@ -210,7 +210,7 @@ async fn relay_style_two_hop_path_and_reports() {
         other => panic!("{other:?}"),
     };
     assert_eq!(&m.body[..], b"hello via relay");
-    assert_eq!(m.from_path.len(), 2);
+    assert_eq!(m.from_path().len(), 2);
     // Nothing is answered before the application decides.
     r.expect_no_frame(Duration::from_millis(200)).await;
     m.responder.accept();

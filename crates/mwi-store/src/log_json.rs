@@ -36,19 +36,11 @@ where
         // callsite; their own target and level are in the normalized metadata.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let now = Utc::now();
-        write!(
-            writer,
-            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
-            now.year(),
-            now.month(),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.nanosecond() / 1_000 % 1_000_000,
-            meta.level()
-        )?;
+        writer.write_str("{\"timestamp\":\"")?;
+        writer.write_str(Timestamp::now().as_str())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_str("\"")?;
         let mut fields = Fields {
             out: &mut writer,
             result: Ok(()),
@@ -58,6 +50,38 @@ where
         writer.write_str(",\"target\":")?;
         write_str_value(&mut writer, meta.target())?;
         writer.write_str("}\n")
+    }
+}
+
+/// `2026-11-26T15:47:03.679983Z`: RFC 3339 in UTC with microseconds, as tracing-subscriber
+/// writes it, put together digit by digit (one line per stored message: `write!` with seven
+/// padded numbers cost more than the rest of the line).
+struct Timestamp([u8; 27]);
+
+impl Timestamp {
+    fn now() -> Self {
+        let now = Utc::now();
+        let mut t = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                // A digit is below 10, so the cast cannot truncate.
+                t[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, u32::try_from(now.year()).unwrap_or(0));
+        put(5, 2, now.month());
+        put(8, 2, now.day());
+        put(11, 2, now.hour());
+        put(14, 2, now.minute());
+        put(17, 2, now.second());
+        // A leap second's nanoseconds run past 1e9; the microseconds stay six digits.
+        put(20, 6, now.nanosecond() / 1_000 % 1_000_000);
+        Timestamp(t)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -127,6 +151,14 @@ struct Escaped<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Most values need no escape: one pass that the compiler turns into vector compares
+        // (no early exit), then the whole value at once.
+        let plain_only = !s.bytes().fold(false, |any, b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if plain_only {
+            return self.0.write_str(s);
+        }
         let mut plain = 0;
         for (i, b) in s.bytes().enumerate() {
             let escape = match b {
