@@ -17,6 +17,32 @@ fn crlf() -> &'static memmem::Finder<'static> {
     &CRLF
 }
 
+/// The searcher for the start of an end-line, `CRLF "-------"`, built once: a searcher for
+/// the whole end-line (with its transaction id) was built for every frame, and building one
+/// cost more than the search.
+fn end_line_start() -> &'static memmem::Finder<'static> {
+    static START: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n-------"));
+    &START
+}
+
+/// Where the end-line `CRLF "-------" tid` first occurs wholly in `buf` at or after `from`
+/// (what `memmem::find` with that needle finds).
+fn find_end_line(buf: &[u8], from: usize, tid: &[u8]) -> Option<usize> {
+    let start = end_line_start();
+    let prefix = start.needle().len();
+    let mut from = from;
+    while let Some(rel) = buf.get(from..).and_then(|rest| start.find(rest)) {
+        let at = from + rel;
+        let id_at = at + prefix;
+        if buf.get(id_at..id_at + tid.len()) == Some(tid) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 use crate::frame::{EndFlag, Frame, Header, Method, StartLine, END_LINE_DASHES};
 
 /// Size limits of the decoder.
@@ -136,12 +162,9 @@ impl Partial {
         }
     }
 
-    fn end_line_needle(&self) -> Vec<u8> {
-        let mut n = Vec::with_capacity(9 + self.transaction_id.len());
-        n.extend_from_slice(b"\r\n");
-        n.extend_from_slice(END_LINE_DASHES);
-        n.extend_from_slice(self.transaction_id.as_bytes());
-        n
+    /// Length of this frame's end-line up to its flag: `CRLF "-------" tid`.
+    fn end_line_len(&self) -> usize {
+        2 + END_LINE_DASHES.len() + self.transaction_id.len()
     }
 }
 
@@ -296,13 +319,12 @@ impl MsrpDecoder {
     }
 
     fn body(&mut self, p: Partial, body_start: usize, search_from: usize) -> Outcome {
-        let needle = p.end_line_needle();
+        let needle_len = p.end_line_len();
         // The last offset at which the end-line of a chunk within the limit can start. The
         // checks below depend only on the bytes, never on where a read ended.
         let max_end = body_start.saturating_add(self.limits.max_body_bytes);
         let mut from = search_from;
-        while let Some(rel) = memmem::find(&self.buf[from..], &needle) {
-            let at = from + rel;
+        while let Some(at) = find_end_line(&self.buf, from, p.transaction_id.as_bytes()) {
             if at > max_end {
                 // Whatever follows, the body is over the limit: skip to this candidate and
                 // answer 413 (RFC 4975 §7.1.1 lets the receiver refuse a chunk; the stream
@@ -314,7 +336,7 @@ impl MsrpDecoder {
                     reason: "chunk larger than the limit",
                 });
             }
-            let after = at + needle.len();
+            let after = at + needle_len;
             let Some(tail) = self.buf.get(after..after + 3) else {
                 return Outcome::NeedMore(State::Body {
                     partial: p,
@@ -335,8 +357,8 @@ impl MsrpDecoder {
         }
         // An end-line starting at or before `max_end` would be wholly in the buffer by now, and
         // none is: the chunk is too large.
-        if self.buf.len() > max_end.saturating_add(needle.len() + 2) {
-            let keep = needle.len() + 2;
+        if self.buf.len() > max_end.saturating_add(needle_len + 2) {
+            let keep = needle_len + 2;
             let drop = self.buf.len().saturating_sub(keep);
             self.buf.advance(drop);
             return Outcome::Next(State::Discard {
@@ -348,7 +370,7 @@ impl MsrpDecoder {
         let resume = self
             .buf
             .len()
-            .saturating_sub(needle.len() + 2)
+            .saturating_sub(needle_len + 2)
             .max(search_from);
         Outcome::NeedMore(State::Body {
             partial: p,
@@ -358,11 +380,10 @@ impl MsrpDecoder {
     }
 
     fn discard(&mut self, p: Partial, status: u16, reason: &'static str) -> Outcome {
-        let needle = p.end_line_needle();
+        let needle_len = p.end_line_len();
         let mut from = 0;
-        while let Some(rel) = memmem::find(&self.buf[from..], &needle) {
-            let at = from + rel;
-            let after = at + needle.len();
+        while let Some(at) = find_end_line(&self.buf, from, p.transaction_id.as_bytes()) {
+            let after = at + needle_len;
             let Some(tail) = self.buf.get(after..after + 3) else {
                 self.buf.advance(at);
                 return Outcome::NeedMore(State::Discard {
@@ -388,7 +409,7 @@ impl MsrpDecoder {
             }
             from = at + 1;
         }
-        let keep = needle.len() + 2;
+        let keep = needle_len + 2;
         let drop = self.buf.len().saturating_sub(keep);
         self.buf.advance(drop);
         Outcome::NeedMore(State::Discard {
@@ -472,7 +493,10 @@ fn parse_header(line: &[u8]) -> Option<Header> {
     let token = |c: u8| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c);
     if name.is_empty()
         || !name.bytes().all(token)
-        || value.bytes().any(|c| c.is_ascii_control() && c != b'\t')
+        // Folded without an early exit, so the check runs as vector compares.
+        || value
+            .bytes()
+            .fold(false, |bad, c| bad | ((c < 0x20 && c != b'\t') | (c == 0x7f)))
     {
         return None;
     }
@@ -487,6 +511,37 @@ fn parse_header(line: &[u8]) -> Option<Header> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The end-line search finds what a search for the whole end-line finds, whatever
+        /// dashes, CRLFs and other transactions' ids surround it.
+        #[test]
+        fn the_end_line_search_is_a_search_for_the_whole_end_line(
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    Just(&b"\r\n-------"[..]),
+                    Just(&b"\r\n------"[..]),
+                    Just(&b"-"[..]),
+                    Just(&b"\r\n"[..]),
+                    Just(&b"ab"[..]),
+                    Just(&b"a"[..]),
+                    Just(&b"b$"[..]),
+                ],
+                0..40,
+            ),
+            from in 0usize..120,
+            tid in "[ab]{1,3}",
+        ) {
+            let buf = pieces.concat();
+            let from = from.min(buf.len());
+            let needle = [&b"\r\n-------"[..], tid.as_bytes()].concat();
+            prop_assert_eq!(
+                find_end_line(&buf, from, tid.as_bytes()),
+                memmem::find(&buf[from..], &needle).map(|r| r + from)
+            );
+        }
+    }
 
     fn frames(d: &mut MsrpDecoder) -> Vec<Decoded> {
         let mut out = Vec::new();
