@@ -283,6 +283,13 @@ async fn run_session(
     // in the order they were queued, so the oldest is always the next to finish and the 200s
     // leave in order (no task per message).
     let mut committing: VecDeque<Commit> = VecDeque::new();
+    // What every "message stored" line of this session repeats, formatted once.
+    let about = Arc::new(StoredLine {
+        call_id: leg.call_id.clone(),
+        mailbox: parties.mailbox.clone(),
+        peer: leg.peer.to_string(),
+        sender: parties.sender_aor.clone(),
+    });
     let reason = loop {
         tokio::select! {
             ev = leg.dialog.next_event() => match ev {
@@ -327,7 +334,7 @@ async fn run_session(
                         }
                         committing.pop_front();
                     }
-                    if let Some(work) = store_message(app, leg, parties, recipient, *m) {
+                    if let Some(work) = store_message(app, leg, parties, recipient, &about, *m) {
                         committing.push_back(Box::pin(work));
                     }
                 }
@@ -368,6 +375,14 @@ fn oldest(committing: &mut VecDeque<Commit>) -> impl Future<Output = bool> + '_ 
     })
 }
 
+/// The session's part of its "message stored" log lines.
+struct StoredLine {
+    call_id: String,
+    mailbox: String,
+    peer: String,
+    sender: String,
+}
+
 /// Classifies one complete message and queues its insert at once (so a session's messages
 /// are stored in arrival order while several commits are in flight). Returns the rest of the
 /// work — wait for the commit, then answer 200 — or `None` when it was answered already
@@ -377,6 +392,7 @@ fn store_message(
     leg: &ChatLeg,
     parties: &Parties<'_>,
     recipient: &str,
+    about: &Arc<StoredLine>,
     m: IncomingMessage,
 ) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
     let IncomingMessage {
@@ -426,28 +442,31 @@ fn store_message(
     let started = std::time::Instant::now();
     let committed = app.store.insert(row);
     let app = app.clone();
-    let call_id = leg.call_id.clone();
-    let peer = leg.peer;
-    let mailbox = parties.mailbox.clone();
-    let sender = parties.sender_aor.clone();
+    let about = about.clone();
     Some(async move {
+        let StoredLine {
+            call_id,
+            mailbox,
+            peer,
+            sender,
+        } = &*about;
         match committed.await {
             Ok(id) => {
                 METRICS.stored(Source::Msrp, bytes);
                 responder.accept();
                 METRICS.msrp_answered(received_at.elapsed());
                 tracing::info!(
-                    call_id,
-                    mailbox,
-                    peer = %peer,
-                    sender,
+                    call_id = call_id.as_str(),
+                    mailbox = mailbox.as_str(),
+                    peer = peer.as_str(),
+                    sender = sender.as_str(),
                     bytes,
                     id = id.0,
                     commit_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
                     "message stored"
                 );
-                app.mailbox_changed(&mailbox);
-                let _ = app.deposits.send(mailbox);
+                app.mailbox_changed(mailbox);
+                let _ = app.deposits.send(mailbox.clone());
                 true
             }
             Err(e) => {
