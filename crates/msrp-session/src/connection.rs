@@ -446,10 +446,10 @@ impl Connection {
     }
 
     fn route(&mut self, frame: Frame) {
-        let session_id = match frame.to_path() {
-            Ok(p) => p.into_iter().next().and_then(|u| u.session_id),
-            Err(_) => None,
-        };
+        let session_id = frame
+            .header("To-Path")
+            .and_then(|path| MsrpUri::first_session_id(path).ok().flatten())
+            .map(str::to_string);
         let (Some(session_id), true) = (session_id, frame.header("From-Path").is_some()) else {
             self.respond(&frame, 400);
             return;

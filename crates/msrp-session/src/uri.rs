@@ -119,6 +119,50 @@ impl FromStr for MsrpUri {
     type Err = UriError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let p = UriParts::parse(s)?;
+        Ok(MsrpUri {
+            secure: p.secure,
+            userinfo: p.userinfo.map(str::to_string),
+            host: p.host.to_string(),
+            port: p.port,
+            session_id: p.session_id.map(str::to_string),
+            transport: p.transport.to_string(),
+            params: p
+                .params
+                .map(|ps| ps.split(';').map(str::to_string).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl MsrpUri {
+    /// The session id of the first URI of a path header value, every URI in it checked as
+    /// [`MsrpUri::parse_path`] checks them, without building them: a connection reads it off
+    /// every frame's To-Path to route the frame.
+    pub fn first_session_id(path: &str) -> Result<Option<&str>, UriError> {
+        let mut uris = path.split_ascii_whitespace();
+        let first = UriParts::parse(uris.next().ok_or(UriError::Scheme)?)?;
+        for uri in uris {
+            UriParts::parse(uri)?;
+        }
+        Ok(first.session_id)
+    }
+}
+
+/// The parts of an MSRP URI as slices of its text.
+struct UriParts<'a> {
+    secure: bool,
+    userinfo: Option<&'a str>,
+    host: &'a str,
+    port: Option<u16>,
+    session_id: Option<&'a str>,
+    transport: &'a str,
+    /// What follows the transport's `;`, if anything does: the `;`-separated parameters.
+    params: Option<&'a str>,
+}
+
+impl<'a> UriParts<'a> {
+    fn parse(s: &'a str) -> Result<Self, UriError> {
         if s.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(UriError::Character);
         }
@@ -130,30 +174,25 @@ impl FromStr for MsrpUri {
             return Err(UriError::Scheme);
         };
         // authority [ "/" session-id ] ";" transport *( ";" param )
-        let (before_params, params_part) = match rest.find(';') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => return Err(UriError::Transport),
+        let (before_params, params_part) = rest.split_once(';').ok_or(UriError::Transport)?;
+        let (transport, params) = match params_part.split_once(';') {
+            Some((t, ps)) => (t, Some(ps)),
+            None => (params_part, None),
         };
-        let mut params = params_part.split(';');
-        let transport = params.next().unwrap_or_default().to_string();
         if transport.is_empty() {
             return Err(UriError::Transport);
         }
-        let params: Vec<String> = params.map(str::to_string).collect();
-        let (authority, session_id) = match before_params.find('/') {
-            Some(i) => (&before_params[..i], Some(&before_params[i + 1..])),
+        let (authority, session_id) = match before_params.split_once('/') {
+            Some((a, "")) => (a, None),
+            Some((a, id)) => (a, Some(id)),
             None => (before_params, None),
         };
-        let session_id = match session_id {
-            Some("") | None => None,
-            Some(id) => Some(id.to_string()),
-        };
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(authority[..i].to_string()), &authority[i + 1..]),
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, hp)) => (Some(u), hp),
             None => (None, authority),
         };
         let (host, port) = split_host_port(hostport)?;
-        Ok(MsrpUri {
+        Ok(UriParts {
             secure,
             userinfo,
             host,
@@ -174,7 +213,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), UriError> {
+fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if hostport.starts_with('[') {
         let close = hostport.find(']').ok_or(UriError::Host)?;
         let host = &hostport[..=close];
@@ -200,7 +239,7 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), UriError> {
     if port == Some(0) {
         return Err(UriError::Port);
     }
-    Ok((host.to_string(), port))
+    Ok((host, port))
 }
 
 impl fmt::Display for MsrpUri {
@@ -228,6 +267,23 @@ impl fmt::Display for MsrpUri {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Routing reads the first session id as a full parse of the path would give it, and
+        /// refuses what that parse refuses.
+        #[test]
+        fn the_first_session_id_is_that_of_the_parsed_path(
+            path in "(( |\t)?(msrps?|MSRP|http)://([a-z]@)?(h|\\[::1\\]|)(:[0-9]{1,6})?(/[a-z]{0,3})?(;(tcp)?(;[a-z]{0,2}){0,2})?){0,3} ?",
+        ) {
+            let parsed = MsrpUri::parse_path(&path)
+                .map(|uris| uris.into_iter().next().and_then(|u| u.session_id));
+            prop_assert_eq!(
+                MsrpUri::first_session_id(&path).map(|id| id.map(str::to_string)),
+                parsed
+            );
+        }
+    }
 
     #[test]
     fn parses_and_formats_rfc_uri() {
