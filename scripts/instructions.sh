@@ -29,7 +29,9 @@ messages=$((callers * per_caller))
 base=/tmp
 [ -d /dev/shm ] && base=/dev/shm
 tmp=$(mktemp -d "$base/mwi-instructions.XXXXXX")
-trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+server=
+# Only a server still running is stopped (`kill 0` would signal this whole process group).
+trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
 
 for run in $(seq "${RUNS:-1}"); do
   rm -rf "$tmp/run" && mkdir -p "$tmp/run"
