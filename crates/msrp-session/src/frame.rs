@@ -210,12 +210,7 @@ impl Frame {
     /// The transaction response to this request (RFC 4975 §7.2): To-Path is the first URI
     /// of the request's From-Path (responses are hop-by-hop), From-Path is our URI.
     pub fn response_to(&self, code: u16, comment: Option<&str>, local: &MsrpUri) -> Self {
-        let to = self
-            .headers_named("From-Path")
-            .next()
-            .and_then(|v| v.split_ascii_whitespace().next())
-            .unwrap_or_default()
-            .to_string();
+        let to = self.response_path().to_string();
         let comment = comment.or_else(|| reason_phrase(code)).map(str::to_string);
         let mut f = Frame {
             transaction_id: self.transaction_id.clone(),
@@ -229,15 +224,20 @@ impl Frame {
         f
     }
 
+    /// Where a response to this request goes: the first URI of its From-Path, as written
+    /// (responses are hop-by-hop, RFC 4975 §7.2); empty without one.
+    fn response_path(&self) -> &str {
+        self.header("From-Path")
+            .and_then(|v| v.split_ascii_whitespace().next())
+            .unwrap_or_default()
+    }
+
     /// The encoded response to this request, byte for byte what
     /// `response_to(code, None, local).to_bytes()` gives (To-Path the first URI of the
     /// request's From-Path, From-Path ours, RFC 4975 §7.2), written straight into one buffer:
     /// every stored message is answered with one.
     pub fn response_bytes(&self, code: u16, local: &str) -> Bytes {
-        let to = self
-            .header("From-Path")
-            .and_then(|v| v.split_ascii_whitespace().next())
-            .unwrap_or_default();
+        let to = self.response_path();
         let reason = reason_phrase(code);
         let tid = self.transaction_id.as_bytes();
         let mut out = BytesMut::with_capacity(

@@ -85,11 +85,10 @@ impl Timestamp {
     fn now() -> Self {
         let now = Utc::now();
         let mut t = *b"0000-00-00T00:00:00.000000Z";
-        let mut put = |at: usize, width: usize, mut n: u32| {
-            for i in (at..at + width).rev() {
-                // A digit is below 10, so the cast cannot truncate.
-                t[i] = b'0' + (n % 10) as u8;
-                n /= 10;
+        // Each field over the template's zeros, so shorter numbers come out zero-padded.
+        let mut put = |at: usize, width: usize, n: u32| {
+            if let Some(field) = t.get_mut(at..at + width) {
+                put_digits(field, n.into());
             }
         };
         put(0, 4, u32::try_from(now.year()).unwrap_or(0));
@@ -168,19 +167,27 @@ impl<W: Write> Visit for Fields<'_, W> {
 
 /// `n` in decimal, as `{n}` writes it, without the formatting machinery (ids and sizes are on
 /// every "message stored" line).
-fn write_decimal(out: &mut impl Write, mut n: u64) -> fmt::Result {
+fn write_decimal(out: &mut impl Write, n: u64) -> fmt::Result {
+    // u64::MAX has 20 digits.
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
+    let at = put_digits(&mut digits, n);
+    out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+}
+
+/// Writes `n`'s decimal digits at the end of `buf` (those that do not fit are dropped) and
+/// returns where they start; what lies before is left as it was.
+fn put_digits(buf: &mut [u8], mut n: u64) -> usize {
+    let mut at = buf.len();
+    while at > 0 {
         at -= 1;
         // A digit is below 10, so the cast cannot truncate.
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+    at
 }
 
 /// A JSON string literal.
