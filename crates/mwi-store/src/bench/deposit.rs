@@ -166,16 +166,20 @@ async fn run_caller(
     let mut turn = 0usize;
     // Paced callers are spread over one interval, as independent phones would be; started
     // together they would send in bursts of C every interval and measure the burst instead.
-    let paced_from = Instant::now()
-        + plan.interval.map_or(Duration::ZERO, |every| {
-            every.mul_f64(plan.w as f64 / plan.callers.max(1) as f64)
-        });
+    let offset = plan.interval.map_or(Duration::ZERO, |every| {
+        every.mul_f64(plan.w as f64 / plan.callers.max(1) as f64)
+    });
+    // The schedule starts once the first session is up. Started before its INVITE, every SEND
+    // due during the set-up would go out at once when it ends: with C callers setting up
+    // together that is C × window SENDs in a few milliseconds, a burst no steady rate has
+    // (docs/benchmarks.md, Fix 23).
+    let mut paced_from: Option<Instant> = None;
     while sent < plan.messages && Instant::now() < plan.deadline {
         let Some(to) = plan.mailboxes.get(turn % plan.mailboxes.len().max(1)) else {
             break;
         };
         turn += 1;
-        let n = plan.per_session.min(plan.messages - sent);
+        let n = session_length(&plan, sent);
         let started = Instant::now();
         let (mut dialog, mut leg) = match open_leg(&ep, &plan.from, to).await {
             Ok(opened) => opened,
@@ -194,7 +198,7 @@ async fn run_caller(
         out.setup.record(started.elapsed());
         out.sessions += 1;
         let slots = Slots {
-            from: paced_from,
+            from: *paced_from.get_or_insert_with(|| Instant::now() + offset),
             every: plan.interval,
             first: sent,
         };
@@ -217,6 +221,25 @@ async fn run_caller(
     }
     out.unsent += plan.messages.saturating_sub(sent);
     out
+}
+
+/// How many SENDs the caller's next session carries, `sent` having gone before it.
+///
+/// Paced callers whose sessions all had `per_session` SENDs would hang up and call again at
+/// the same moment, session after session: C INVITEs, binds and catch-up SENDs in a few
+/// milliseconds, every session's length. So, as with the start of their schedules, the turns
+/// are spread as independent phones' would be: caller `w` of C makes its first session
+/// `(w + 1) / C` of the others. A caller with a single session keeps it whole.
+fn session_length(plan: &CallerPlan, sent: u64) -> u64 {
+    let left = plan.messages - sent;
+    let full = plan.per_session.min(left);
+    if sent > 0 || plan.interval.is_none() || full == left {
+        return full;
+    }
+    let callers = plan.callers.max(1) as u64;
+    (full * (plan.w as u64 + 1))
+        .div_ceil(callers)
+        .clamp(1, full)
 }
 
 /// When a paced caller's SENDs are due: the `k`-th of the run at `from + k × every`.
@@ -465,6 +488,54 @@ mod tests {
         assert_eq!(all.len(), 1000);
         assert_eq!(caller_mailboxes(7, 10, 4), vec![3]);
         assert_eq!(caller_mailboxes(0, 1, 1), vec![0]);
+    }
+
+    fn paced_plan(w: usize, callers: usize, messages: u64, per_session: u64) -> CallerPlan {
+        CallerPlan {
+            w,
+            mailboxes: vec!["sip:user0@example.com".into()],
+            messages,
+            per_session,
+            window: 16,
+            body_bytes: 10,
+            from: "sip:caller0@example.com".into(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            interval: Some(Duration::from_millis(3)),
+            callers,
+            answer_timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// The sessions a caller makes, `sent` advancing by each one's length.
+    fn sessions(plan: &CallerPlan) -> Vec<u64> {
+        let mut sent = 0;
+        std::iter::from_fn(|| {
+            (sent < plan.messages).then(|| {
+                let n = session_length(plan, sent);
+                sent += n;
+                n
+            })
+        })
+        .collect()
+    }
+
+    #[test]
+    fn paced_callers_turn_their_sessions_over_at_spread_moments() {
+        // Caller w of 100 first makes a session of (w + 1)% of the others, then whole ones.
+        assert_eq!(sessions(&paced_plan(0, 100, 300, 100)), [1, 100, 100, 99]);
+        assert_eq!(sessions(&paced_plan(49, 100, 300, 100)), [50, 100, 100, 50]);
+        assert_eq!(sessions(&paced_plan(99, 100, 300, 100)), [100, 100, 100]);
+        let firsts: std::collections::BTreeSet<u64> = (0..100)
+            .map(|w| session_length(&paced_plan(w, 100, 1000, 100), 0))
+            .collect();
+        assert_eq!(firsts.len(), 100, "every caller turns at its own moment");
+        // One long session stays one; unpaced callers are not staggered.
+        assert_eq!(sessions(&paced_plan(0, 100, 500, 500)), [500]);
+        let unpaced = CallerPlan {
+            interval: None,
+            ..paced_plan(0, 100, 300, 100)
+        };
+        assert_eq!(sessions(&unpaced), [100, 100, 100]);
     }
 
     /// A session whose server reads the SENDs and never answers fails after the answer timeout
