@@ -5,17 +5,24 @@
 //! writes to the WAL, some 4 KiB for a 100-byte message, and that was half of the writer's
 //! time per row (docs/benchmarks.md, finding 2). The mailbox row, which the counting trigger
 //! rewrites on every deposit anyway, instead keeps the ids of its newest messages
-//! (`mailbox.recent`, each id followed by a comma); once 32 have gathered, the trigger files
+//! (`mailbox.recent`, each id followed by a comma); once a run has gathered, the trigger files
 //! them into `mailbox_message` together, one leaf written for the run. A mailbox's messages
 //! are the filed ones and the recent ones, every recent id newer than every filed one. All of
 //! it is kept by triggers inside each statement's transaction, so every writer (server, admin
 //! CLI, tests) keeps it right and a crash loses nothing.
+//!
+//! A run is 16 + the mailbox's id % 32 deposits (16–47, 31.5 on average; schema 4), not the
+//! same length for every mailbox: mailboxes whose deposits come in step (a message fanned out
+//! to many, or steady callers) would otherwise all file in the same commit, every run, and
+//! that commit holds up every caller in it (docs/benchmarks.md, Fix 24).
 
-/// Ids a mailbox row gathers before they are filed (the `32` in `SCHEMA_V3`); measured at
-/// 30,000 deposits/s into 1,000 mailboxes: 12.8–13.5 µs of writer CPU per row against 18–22
-/// with the per-row index, store p99 5.4–6.1 ms against 12.1 ms.
+/// Ids mailbox `mailbox_id` gathers before they are filed (`SCHEMA_V4`'s condition). Runs of
+/// 32 measured at 30,000 deposits/s into 1,000 mailboxes: 12.8–13.5 µs of writer CPU per row
+/// against 18–22 with the per-row index, store p99 5.4–6.1 ms against 12.1 ms.
 #[cfg(test)]
-pub(crate) const FILING_RUN: usize = 32;
+pub(crate) fn filing_run(mailbox_id: i64) -> usize {
+    16 + mailbox_id.rem_euclid(32) as usize
+}
 
 /// Schema step 3: `mailbox_message` and `mailbox.recent` replace the index
 /// `message_by_mailbox`; the counting triggers keep them.
@@ -64,6 +71,18 @@ CREATE TRIGGER message_uncounted AFTER DELETE ON message BEGIN
            recent_count = recent_count - (instr(',' || recent, ',' || OLD.id || ',') > 0)
      WHERE id = OLD.mailbox_id;
     DELETE FROM mailbox_message WHERE mailbox_id = OLD.mailbox_id AND id = OLD.id;
+END;
+"#;
+
+/// Schema step 4: each mailbox files its recent ids at its own run length, 16 + its id % 32,
+/// so that mailboxes filled in step do not all file in one commit.
+pub(crate) const SCHEMA_V4: &str = r#"
+DROP TRIGGER mailbox_filed;
+CREATE TRIGGER mailbox_filed AFTER UPDATE OF recent_count ON mailbox
+WHEN NEW.recent_count >= 16 + NEW.id % 32 BEGIN
+    INSERT INTO mailbox_message
+        SELECT NEW.id, value FROM json_each('[' || rtrim(NEW.recent, ',') || ']');
+    UPDATE mailbox SET recent = '', recent_count = 0 WHERE id = NEW.id;
 END;
 "#;
 
@@ -170,20 +189,19 @@ pub(crate) mod tests {
     #[test]
     fn deposits_are_filed_in_runs_and_listed_in_order_across_both_parts() {
         let (_dir, conn) = with_mailboxes(&["sip:bob@x", "sip:carol@x"]);
+        let run = filing_run(1);
         // Interleaved, as deposits to two mailboxes are.
-        for _ in 0..(2 * FILING_RUN + 5) {
+        for _ in 0..(2 * run + 5) {
             insert(&conn, 1, 1);
             insert(&conn, 2, 1);
         }
         assert_eq!(
             filed_and_recent(&conn, 1),
-            (2 * FILING_RUN as i64, 5),
+            (2 * run as i64, 5),
             "two runs filed, five recent"
         );
         let bob = listed(&conn, "sip:bob@x", "ASC");
-        let expected: Vec<i64> = (0..(2 * FILING_RUN as i64 + 5))
-            .map(|i| 2 * i + 1)
-            .collect();
+        let expected: Vec<i64> = (0..(2 * run as i64 + 5)).map(|i| 2 * i + 1).collect();
         assert_eq!(bob, expected);
         let mut newest_first = expected.clone();
         newest_first.reverse();
@@ -193,7 +211,7 @@ pub(crate) mod tests {
         let (filed, recent) = (expected[3], expected[expected.len() - 2]);
         conn.execute("DELETE FROM message WHERE id IN (?1, ?2)", [filed, recent])
             .unwrap();
-        assert_eq!(filed_and_recent(&conn, 1), (2 * FILING_RUN as i64 - 1, 4));
+        assert_eq!(filed_and_recent(&conn, 1), (2 * run as i64 - 1, 4));
         let left: Vec<i64> = expected
             .iter()
             .copied()
@@ -201,21 +219,54 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(listed(&conn, "sip:bob@x", "ASC"), left);
         // The other mailbox is untouched.
-        assert_eq!(
-            listed(&conn, "sip:carol@x", "ASC").len(),
-            2 * FILING_RUN + 5
-        );
+        assert_eq!(listed(&conn, "sip:carol@x", "ASC").len(), 2 * run + 5);
 
         // The next run fills up from four, then files.
-        insert(&conn, 1, FILING_RUN - 4);
-        assert_eq!(filed_and_recent(&conn, 1), (3 * FILING_RUN as i64 - 1, 0));
-        assert_eq!(listed(&conn, "sip:bob@x", "ASC").len(), 3 * FILING_RUN - 1);
+        insert(&conn, 1, run - 4);
+        assert_eq!(filed_and_recent(&conn, 1), (3 * run as i64 - 1, 0));
+        assert_eq!(listed(&conn, "sip:bob@x", "ASC").len(), 3 * run - 1);
+    }
+
+    #[test]
+    fn mailboxes_filled_in_step_file_in_different_commits() {
+        let aors: Vec<String> = (1..=32).map(|i| format!("sip:u{i}@x")).collect();
+        let aors: Vec<&str> = aors.iter().map(String::as_str).collect();
+        let (_dir, conn) = with_mailboxes(&aors);
+        conn.pragma_update(None, "synchronous", "OFF").unwrap();
+        // A message for every mailbox per round, as a fan-out deposits it; count the
+        // mailboxes that filed in each round (their recent list is empty again).
+        let mut most = 0;
+        for _ in 0..200 {
+            for id in 1..=32 {
+                insert(&conn, id, 1);
+            }
+            let filed: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM mailbox WHERE recent_count = 0",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            most = most.max(filed);
+        }
+        // With one run length for all, the 32 would file together every 32 rounds.
+        assert!(most <= 6, "{most} mailboxes filed in one round");
+        for id in 1..=32 {
+            let (filed, recent) = filed_and_recent(&conn, id);
+            let run = filing_run(id) as i64;
+            assert_eq!(
+                (filed, recent),
+                (200 / run * run, 200 % run),
+                "mailbox {id}"
+            );
+        }
     }
 
     #[test]
     fn a_new_limit_reuses_the_prepared_statement() {
         let (_dir, conn) = with_mailboxes(&["sip:bob@x"]);
-        insert(&conn, 1, FILING_RUN + 3);
+        // Filed and recent ids, more than the largest limit below.
+        insert(&conn, 1, 2 * filing_run(1) + 1);
         let sql = messages_of(MESSAGE_COLUMNS_AFTER_ID, "m.state = 'new'", "ASC", LIMIT_2);
         let mut stmt = conn.prepare(&sql).unwrap();
         for limit in [32, 5, 17, 1] {
@@ -301,7 +352,7 @@ pub(crate) mod tests {
                     )
                     .unwrap();
                 proptest::prop_assert_eq!(recent.matches(',').count() as i64, count);
-                proptest::prop_assert!(count < FILING_RUN as i64);
+                proptest::prop_assert!(count < filing_run(m as i64 + 1) as i64);
             }
         }
     }

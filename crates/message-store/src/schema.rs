@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     V1,
     crate::republish::SCHEMA_V2,
     crate::mailbox_index::SCHEMA_V3,
+    crate::mailbox_index::SCHEMA_V4,
 ];
 
 /// The schema version this build writes.
