@@ -29,17 +29,42 @@ fn args(server: &Server, window: usize, rate: f64) -> DepositArgs {
         callers_per_socket: 2,
         presence: None,
         publish_delay_ms: 5,
+        latency_trace: None,
     }
 }
 
-async fn run_and_check(server: &Server, window: usize, rate: f64) -> anyhow::Result<()> {
-    let report = deposit::run(args(server, window, rate)).await?;
+async fn run_and_check(
+    server: &Server,
+    window: usize,
+    rate: f64,
+    sessions: f64,
+) -> anyhow::Result<()> {
+    let trace = tempfile::NamedTempFile::new()?;
+    let report = deposit::run(DepositArgs {
+        latency_trace: Some(trace.path().to_path_buf()),
+        ..args(server, window, rate)
+    })
+    .await?;
     println!("{}", report.to_table());
     report.verdict()?;
     assert_eq!(report.get("messages_stored"), Some(120.0));
     assert_eq!(report.get("messages_failed"), Some(0.0));
-    // Four callers, two mailboxes each, 15 messages a session.
-    assert_eq!(report.get("sessions"), Some(8.0));
+    assert_eq!(report.get("sessions"), Some(sessions));
+    // One line per answered SEND, in the order sent, after the start.
+    let text = std::fs::read_to_string(trace.path())?;
+    assert!(text.starts_with("# started "), "{text}");
+    let sent: Vec<u64> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        })
+        .collect();
+    assert_eq!(sent.len(), 120);
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]), "sorted: {sent:?}");
     let p99 = report.get("msrp_200_p99_ms").unwrap_or(f64::NAN);
     assert!(p99 > 0.0 && p99 < 10_000.0, "p99 {p99} ms");
     Ok(())
@@ -48,9 +73,11 @@ async fn run_and_check(server: &Server, window: usize, rate: f64) -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_deposit_counts_only_what_the_server_stored() -> anyhow::Result<()> {
     let server = Server::start("[mwi]\nmode = \"notify\"\n")?;
-    // Pipelined (8 in flight), then paced at 400 SENDs/s.
-    run_and_check(&server, 8, 0.0).await?;
-    run_and_check(&server, 1, 400.0).await?;
+    // Pipelined (8 in flight): four callers, two mailboxes each, 15 messages a session.
+    run_and_check(&server, 8, 0.0, 8.0).await?;
+    // Paced at 400 SENDs/s: caller w's first session is (w + 1) / 4 of the others (4, 8, 12
+    // and 15 SENDs), so three callers need a third session for the rest.
+    run_and_check(&server, 1, 400.0, 11.0).await?;
 
     let store = open_store(&server.db)?;
     let mut rows = 0;

@@ -6,6 +6,7 @@
 //! counted too.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,11 @@ pub struct DepositArgs {
     /// How long the presence stand-in takes to answer each PUBLISH, in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub publish_delay_ms: u64,
+    /// Write each answered SEND to this file as a line `<sent> <latency>`, both in µs, sent
+    /// counted from the run's start (a first `#` line gives the start as Unix time), in the
+    /// order they were sent: to see when a tail happens and with what period.
+    #[arg(long)]
+    pub latency_trace: Option<PathBuf>,
 }
 
 /// One caller's results.
@@ -83,6 +89,8 @@ struct CallerOutcome {
     setup: Latencies,
     unsent: u64,
     first_error: Option<String>,
+    /// `(sent, latency)` in µs per answered SEND, with `--latency-trace`.
+    trace: Vec<(u64, u64)>,
 }
 
 impl CallerOutcome {
@@ -95,6 +103,7 @@ impl CallerOutcome {
         self.msrp_200.merge(o.msrp_200);
         self.setup.merge(o.setup);
         self.unsent += o.unsent;
+        self.trace.extend(o.trace);
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -154,6 +163,8 @@ struct CallerPlan {
     callers: usize,
     /// How long a SEND may wait for its answer before its session fails.
     answer_timeout: Duration,
+    /// The run's start, when answers are traced (`--latency-trace`).
+    trace_from: Option<Instant>,
 }
 
 async fn run_caller(
@@ -309,6 +320,13 @@ async fn deposit_session(
                             Answer::Stored(latency) => {
                                 out.stored += 1;
                                 out.msrp_200.record(latency);
+                                if let Some(from) = plan.trace_from {
+                                    let sent = Instant::now() - latency;
+                                    out.trace.push((
+                                        micros(sent.saturating_duration_since(from)),
+                                        micros(latency),
+                                    ));
+                                }
                                 counters.done();
                             }
                             Answer::Refused(status) => {
@@ -354,6 +372,24 @@ async fn deposit_session(
     }
 }
 
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `--latency-trace`'s file: the run's start, then `(sent, latency)` in the order sent.
+fn trace_text(started_unix: Duration, trace: &mut [(u64, u64)]) -> String {
+    use std::fmt::Write;
+    trace.sort_unstable();
+    let mut text = format!(
+        "# started {} µs after the Unix epoch; per answered SEND: sent (µs from the start) latency (µs)\n",
+        started_unix.as_micros()
+    );
+    for (sent, latency) in trace.iter() {
+        let _ = writeln!(text, "{sent} {latency}");
+    }
+    text
+}
+
 /// The connection broke: the SENDs in flight get no answer and the rest of the session
 /// cannot be written.
 fn lose(count: u64, out: &mut CallerOutcome, counters: &Counters, e: &anyhow::Error) {
@@ -384,6 +420,9 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     let total = args.messages * c as u64;
     let progress = Progress::start("deposit", "stored", total);
     let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let deadline = started + args.target.time_limit();
     let tasks: Vec<_> = (0..c)
         .map(|w| {
@@ -408,6 +447,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
                 interval: (args.rate > 0.0).then(|| Duration::from_secs_f64(c as f64 / args.rate)),
                 callers: c,
                 answer_timeout: WAIT,
+                trace_from: args.latency_trace.is_some().then_some(started),
             };
             let ep = groups
                 .get(w / args.callers_per_socket.max(1))
@@ -426,6 +466,10 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     }
     let secs = started.elapsed().as_secs_f64();
     drop(progress);
+    if let Some(path) = &args.latency_trace {
+        std::fs::write(path, trace_text(started_unix, &mut out.trace))
+            .with_context(|| format!("--latency-trace {}", path.display()))?;
+    }
 
     let mut report = Report::new("deposit");
     report.figure("callers", c as f64, "");
@@ -503,6 +547,7 @@ mod tests {
             interval: Some(Duration::from_millis(3)),
             callers,
             answer_timeout: Duration::from_millis(300),
+            trace_from: None,
         }
     }
 
@@ -517,6 +562,17 @@ mod tests {
             })
         })
         .collect()
+    }
+
+    #[test]
+    fn the_latency_trace_lists_answers_in_the_order_sent() {
+        let mut trace = vec![(300, 7), (100, 2_500), (200, 40)];
+        let text = trace_text(Duration::from_micros(1_795_000_000_000_000), &mut trace);
+        let mut lines = text.lines();
+        assert!(lines
+            .next()
+            .is_some_and(|l| l.starts_with("# started 1795000000000000 µs")));
+        assert_eq!(lines.collect::<Vec<_>>(), ["100 2500", "200 40", "300 7"]);
     }
 
     #[test]
@@ -565,6 +621,7 @@ mod tests {
             interval: None,
             callers: 1,
             answer_timeout: Duration::from_millis(300),
+            trace_from: None,
         };
         let slots = Slots {
             from: Instant::now(),
