@@ -292,6 +292,39 @@ mod tests {
     }
 
     #[test]
+    fn version_4_files_a_version_3_mailbox_at_its_own_run_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..3]).unwrap();
+        conn.execute(
+            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com')",
+            [],
+        )
+        .unwrap();
+        // Twenty recent ids: under version 3's run of 32, over mailbox 1's run of 17.
+        for _ in 0..20 {
+            insert_body(&conn, 1, b"x");
+        }
+        let filed = |conn: &Connection| -> (i64, i64) {
+            conn.query_row(
+                "SELECT (SELECT count(*) FROM mailbox_message), recent_count FROM mailbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(filed(&conn), (0, 20));
+        migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        insert_body(&conn, 1, b"x");
+        assert_eq!(
+            filed(&conn),
+            (21, 0),
+            "the next deposit files the whole run"
+        );
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::new(dir.path().join("s.db"));
