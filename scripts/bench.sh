@@ -301,24 +301,37 @@ print(f"{int(v[0]) / 1000:.3f}" if v else "-")')
 fi
 
 # Where the latency target holds: paced deposits at rising rates (HALF_C callers with one long
-# session each), up to the last rate before the first whose p99 exceeds 5 ms.
+# session each), up to the last rate before the first whose p99 exceeds 5 ms. A step that
+# misses while a WAL fsync took over 50 ms (this disk's stalls, docs/benchmarks.md finding 4)
+# runs once more and both results are shown; the second decides.
 if [ $smoke = 1 ]; then LADDER="200 400" LADDER_SECS=1; else LADDER="5000 10000 15000 20000 30000" LADDER_SECS=8; fi
 ladder_held=- ladder_all="" ladder_open=1
-for rate in $LADDER; do
-  per=$((rate * LADDER_SECS / HALF_C))
-  start_server ladder-$rate publish && {
-    run_bench ladder-$rate deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
-      --concurrency $HALF_C --messages $per --per-session $per --mailboxes $K --rate $rate \
+# ladder_step RATE NAME -> $tmp/NAME.json and $tmp/NAME.stalls
+ladder_step() {
+  local per=$(($1 * LADDER_SECS / HALF_C))
+  start_server "$2" publish && {
+    run_bench "$2" deposit --sip "udp:$IP:$sip_port" --db "$db" --presence "$presence" \
+      --concurrency $HALF_C --messages $per --per-session $per --mailboxes $K --rate $1 \
       --window 16
-    slow_fsyncs ladder-$rate
+    slow_fsyncs "$2"
     stop_all
   }
+}
+within_5ms() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)' "$1" 2>/dev/null; }
+for rate in $LADDER; do
+  ladder_step $rate ladder-$rate
   p99=$(jget "$tmp/ladder-$rate.json" msrp_200_p99_ms)
   stalls=$(stalls_of ladder-$rate)
   [ "$stalls" = 0 ] && stalls="" || stalls=" [fsyncs > 50 ms: $stalls]"
   ladder_all="$ladder_all${ladder_all:+ / }$rate: $p99$stalls"
-  if [ $ladder_open = 1 ] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)' \
-      "$p99" 2>/dev/null; then
+  if [ -n "$stalls" ] && ! within_5ms "$p99"; then
+    ladder_step $rate ladder-$rate-again
+    p99=$(jget "$tmp/ladder-$rate-again.json" msrp_200_p99_ms)
+    stalls=$(stalls_of ladder-$rate-again)
+    [ "$stalls" = 0 ] && stalls="" || stalls=" [fsyncs > 50 ms: $stalls]"
+    ladder_all="$ladder_all, again: $p99$stalls"
+  fi
+  if [ $ladder_open = 1 ] && within_5ms "$p99"; then
     ladder_held=$rate
   else
     ladder_open=0
