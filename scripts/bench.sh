@@ -57,6 +57,9 @@ fi
 
 tmp=$(mktemp -d /tmp/mwi-bench.XXXXXX)
 pids=()
+# Process groups of their own (Kamailio): its workers ignore SIGTERM, and killed alone its main
+# process leaves them running, bound to its port, after this script has exited.
+groups=()
 failures=0
 
 stop_all() {
@@ -66,7 +69,8 @@ stop_all() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null
   done
-  pids=()
+  for pid in "${groups[@]}"; do kill -9 -- "-$pid" 2>/dev/null; done
+  pids=() groups=()
 }
 on_exit() {
   stop_all
@@ -421,10 +425,10 @@ msilo_run() {
   BASE_PORT=$((BASE_PORT + 30))
   bash "$repo/scripts/msilo/create-db.sh" "$dbf" || { fail "$name: create-db"; return; }
   mkdir -p "$tmp/$name-run"
-  kamailio -f "$repo/scripts/msilo/kamailio-msilo.cfg" -DD -E -Y "$tmp/$name-run" \
+  setsid kamailio -f "$repo/scripts/msilo/kamailio-msilo.cfg" -DD -E -Y "$tmp/$name-run" \
     --substdef="!KAM_PORT!$port!g" --substdef="!KAM_DB_URL!sqlite://$dbf!g" \
     --substdef="!KAM_CHILDREN!$children!g" >"$tmp/$name.log" 2>&1 &
-  pids+=("$!")
+  pids+=("$!") groups+=("$!")
   sleep 1
   run_bench "$name" page --sip "udp:$IP:$port" --rate $RAMP --step-secs $STEP --drain-secs $DRAIN \
     --window $PAGE_WINDOW

@@ -67,6 +67,9 @@ stop_all() {
       sleep 0.1
     done
     kill -9 "$pid" 2>/dev/null
+    # Kamailio runs in a process group of its own (setsid): its workers outlive a main
+    # process killed alone and keep its ports.
+    kill -9 -- "-$pid" 2>/dev/null
   done
   pids=()
 }
@@ -145,7 +148,7 @@ if ! bash "$repo/examples/kamailio/create-db.sh" "$tmp/presence.sqlite" >"$tmp/c
   fail "start: create-db.sh ($(tail -n 1 "$tmp/create-db.log"))"
   exit 1
 fi
-kamailio -f "$repo/examples/kamailio/kamailio.cfg" -DD -E -Y "$tmp/kamailio-run" \
+setsid kamailio -f "$repo/examples/kamailio/kamailio.cfg" -DD -E -Y "$tmp/kamailio-run" \
   -A WITH_MSRP_RELAY \
   --substdef="!KAM_IP!$KAM_IP!g" --substdef="!KAM_PORT!$KAM_PORT!g" \
   --substdef="!KAM_DOMAIN!$DOMAIN!g" --substdef="!KAM_DB_URL!sqlite://$tmp/presence.sqlite!g" \
