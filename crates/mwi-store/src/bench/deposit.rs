@@ -321,7 +321,7 @@ async fn deposit_session(
                                 out.stored += 1;
                                 out.msrp_200.record(latency);
                                 if let Some(from) = plan.trace_from {
-                                    let sent = Instant::now() - latency;
+                                    let sent = Instant::now().checked_sub(latency).unwrap_or(from);
                                     out.trace.push((
                                         micros(sent.saturating_duration_since(from)),
                                         micros(latency),
