@@ -176,7 +176,8 @@ pub(crate) mod tests {
         ids
     }
 
-    fn filed_and_recent(conn: &Connection, mailbox_id: i64) -> (i64, i64) {
+    /// How many of mailbox `mailbox_id`'s ids are filed, and how many recent.
+    pub(crate) fn filed_and_recent(conn: &Connection, mailbox_id: i64) -> (i64, i64) {
         conn.query_row(
             "SELECT (SELECT count(*) FROM mailbox_message WHERE mailbox_id = ?1), recent_count
              FROM mailbox WHERE id = ?1",

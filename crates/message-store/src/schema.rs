@@ -181,7 +181,20 @@ fn migrate_with(conn: &mut Connection, steps: &[&str]) -> Result<(), StoreError>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::mailbox_index::tests::{insert_body, with_mailboxes};
+    use crate::mailbox_index::tests::{filed_and_recent, insert_body, with_mailboxes};
+
+    /// A database file brought to schema `version` only, holding the mailboxes `aors` (ids 1,
+    /// 2, …), to test the steps after it.
+    fn file_at_version(version: usize, aors: &[&str]) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..version]).unwrap();
+        for aor in aors {
+            conn.execute("INSERT INTO mailbox(aor) VALUES (?1)", [aor])
+                .unwrap();
+        }
+        (dir, conn)
+    }
 
     #[test]
     fn migrates_an_empty_file_and_is_idempotent() {
@@ -257,13 +270,8 @@ mod tests {
 
     #[test]
     fn version_3_files_the_messages_of_a_version_2_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
-        migrate_with(&mut conn, &MIGRATIONS[..2]).unwrap();
-        conn.execute_batch(
-            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com'), ('sip:carol@example.com');",
-        )
-        .unwrap();
+        let (_dir, mut conn) =
+            file_at_version(2, &["sip:bob@example.com", "sip:carol@example.com"]);
         for i in 0..40 {
             insert_body(&conn, 1 + i % 2, b"x");
         }
@@ -293,32 +301,17 @@ mod tests {
 
     #[test]
     fn version_4_files_a_version_3_mailbox_at_its_own_run_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
-        migrate_with(&mut conn, &MIGRATIONS[..3]).unwrap();
-        conn.execute(
-            "INSERT INTO mailbox(aor) VALUES ('sip:bob@example.com')",
-            [],
-        )
-        .unwrap();
+        let (_dir, mut conn) = file_at_version(3, &["sip:bob@example.com"]);
         // Twenty recent ids: under version 3's run of 32, over mailbox 1's run of 17.
         for _ in 0..20 {
             insert_body(&conn, 1, b"x");
         }
-        let filed = |conn: &Connection| -> (i64, i64) {
-            conn.query_row(
-                "SELECT (SELECT count(*) FROM mailbox_message), recent_count FROM mailbox",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
-        };
-        assert_eq!(filed(&conn), (0, 20));
+        assert_eq!(filed_and_recent(&conn, 1), (0, 20));
         migrate(&mut conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         insert_body(&conn, 1, b"x");
         assert_eq!(
-            filed(&conn),
+            filed_and_recent(&conn, 1),
             (21, 0),
             "the next deposit files the whole run"
         );
