@@ -157,7 +157,10 @@ EOF
   server_pid=$!
   pids+=("$server_pid")
   for _ in $(seq 200); do
-    grep -q '"mwi-store started"' "$dir/mwi-store.log" 2>/dev/null && return 0
+    if grep -q '"mwi-store started"' "$dir/mwi-store.log" 2>/dev/null; then
+      server_ticks_started=$(awk '{print $14 + $15}' "/proc/$server_pid/stat" 2>/dev/null || echo 0)
+      return 0
+    fi
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -175,8 +178,25 @@ server_cpu() {
 tck = os.sysconf("SC_CLK_TCK")
 try: print(f"{int(sys.argv[1]) / tck * 1e6 / float(sys.argv[2]):.1f}")
 except Exception: print("-")' "$ticks" "$stored" >"$tmp/$name.cpu"
+  python3 -c 'import sys, os
+print((int(sys.argv[1]) - int(sys.argv[2])) / os.sysconf("SC_CLK_TCK"))' \
+    "$ticks" "$server_ticks_started" >"$tmp/$name.cpu-s"
 }
 cpu_of() { cat "$tmp/$1.cpu" 2>/dev/null || echo -; }
+# busy_of NAME: how busy the machine's cores were during run NAME: the server's CPU since it was
+# up (-> $tmp/NAME.cpu-s) and the generator's own during the run (`generator_cpu_seconds`),
+# over the cores times the run's seconds: "total % (server % + generator %)".
+busy_of() {
+  python3 -c 'import json, os, sys
+try:
+    d = json.load(open(sys.argv[1] + ".json"))
+    server = float(open(sys.argv[1] + ".cpu-s").read())
+    cores = os.cpu_count() * d["seconds"]
+    s, g = 100 * server / cores, 100 * d["generator_cpu_seconds"] / cores
+    print(f"{s + g:.0f} % ({s:.0f} % + {g:.0f} %)")
+except Exception:
+    print("-")' "$tmp/$1"
+}
 
 # slow_fsyncs NAME: how many of the running server's WAL fsyncs took over 50 ms (the disk's
 # stalls, docs/benchmarks.md finding 4), from its metrics, to $tmp/NAME.stalls.
@@ -268,22 +288,36 @@ except Exception: print(0)' "$deposit_max")
 # Sessions as long as in the maximum runs (M×C/K messages), so that the half rate is the same
 # work at half the pace, not twice the INVITEs and BYEs per message.
 SESSION_M=$(( (M * C + K - 1) / K ))
-# A p99 over seconds is at the mercy of one slow fsync, so this too runs three times and the
-# median counts.
-for rep in 1 2 3; do
-  start_server deposit-half-$rep publish && {
-    run_bench deposit-half-$rep deposit --sip "udp:$IP:$sip_port" --db "$db" \
-      --presence "$presence" --concurrency $HALF_C --messages $((M / 2)) \
-      --per-session $SESSION_M --mailboxes $K --rate "$half" --window 16
-    server_cpu deposit-half-$rep
-    slow_fsyncs deposit-half-$rep
-    stop_all
-  }
-done
-half_run=$(median_run msrp_200_p99_ms "$tmp"/deposit-half-1.json "$tmp"/deposit-half-2.json \
-  "$tmp"/deposit-half-3.json)
-half_p99_all=$(for rep in 1 2 3; do jget "$tmp/deposit-half-$rep.json" msrp_200_p99_ms; done | paste -sd/)
-half_stalls_all=$(for rep in 1 2 3; do stalls_of deposit-half-$rep; done | paste -sd/)
+# A p99 over seconds is at the mercy of one slow fsync, so this runs three times and the
+# median counts. paced_runs NAME RATE: three paced deposits at RATE/s into fresh servers,
+# $tmp/NAME-{1,2,3}.json, each with its server's CPU and slow fsyncs; then NAME_run (the median
+# run's file by p99), NAME_p99_all and NAME_stalls_all.
+paced_runs() {
+  local name=$1 rate=$2 rep files=()
+  for rep in 1 2 3; do
+    start_server "$name-$rep" publish && {
+      run_bench "$name-$rep" deposit --sip "udp:$IP:$sip_port" --db "$db" \
+        --presence "$presence" --concurrency $HALF_C --messages $((M / 2)) \
+        --per-session $SESSION_M --mailboxes $K --rate "$rate" --window 16
+      server_cpu "$name-$rep"
+      slow_fsyncs "$name-$rep"
+      stop_all
+    }
+    files+=("$tmp/$name-$rep.json")
+  done
+  printf -v "${name//-/_}_run" '%s' "$(median_run msrp_200_p99_ms "${files[@]}")"
+  printf -v "${name//-/_}_p99_all" '%s' \
+    "$(for rep in 1 2 3; do jget "$tmp/$name-$rep.json" msrp_200_p99_ms; done | paste -sd/)"
+  printf -v "${name//-/_}_stalls_all" '%s' \
+    "$(for rep in 1 2 3; do stalls_of "$name-$rep"; done | paste -sd/)"
+}
+paced_runs deposit-half "$half"
+# The same target read against the one-in-flight maximum, each caller's SEND waiting for the
+# previous 200 as a phone's chat does: half of it, the same sessions.
+half1=$(python3 -c 'import sys
+try: print(f"{float(sys.argv[1]) / 2:.0f}")
+except Exception: print(0)' "$deposit_w1")
+paced_runs deposit-half1 "$half1"
 SYNC=off start_server deposit-half-nosync publish && {
   run_bench deposit-half-nosync deposit --sip "udp:$IP:$sip_port" --db "$db" \
     --presence "$presence" --concurrency $HALF_C --messages $((M / 2)) \
@@ -466,10 +500,13 @@ msilo_max=$(jget "$tmp/msilo-1.json" max_accepted_per_sec)
   echo "| deposit: MSRP 200 latency p50 / p99 / max (ms) | $(jget "$d" msrp_200_p50_ms) / $(jget "$d" msrp_200_p99_ms) / $(jget "$d" msrp_200_max_ms) | |"
   echo "| deposit: sessions/s (setup+$((M * C / K))-message session+BYE) | $(jget "$d" sessions_per_sec) | |"
   echo "| deposit: PUBLISHes seen (mailboxes) | $(jget "$d" publishes) ($(jget "$d" mailboxes_published)) | |"
-  echo "| deposit at half rate ($half/s), median of 3 by p99: achieved msg/s | $(jget "$half_run" stored_per_sec) | |"
-  echo "| deposit at half rate: MSRP 200 p50 / p99 (ms) | $(jget "$half_run" msrp_200_p50_ms) / $(jget "$half_run" msrp_200_p99_ms) ($half_p99_all) | p99 ≤ 5 |"
-  echo "| deposit at half rate: WAL fsyncs over 50 ms in each run (disk stalls) | $half_stalls_all | |"
-  echo "| deposit at half rate: server CPU per stored message (µs) | $(cpu_of "$(basename "$half_run" .json)") | |"
+  echo "| deposit at half rate ($half/s), median of 3 by p99: achieved msg/s | $(jget "$deposit_half_run" stored_per_sec) | |"
+  echo "| deposit at half rate: MSRP 200 p50 / p99 (ms) | $(jget "$deposit_half_run" msrp_200_p50_ms) / $(jget "$deposit_half_run" msrp_200_p99_ms) ($deposit_half_p99_all) | p99 ≤ 5 |"
+  echo "| deposit at half rate: WAL fsyncs over 50 ms in each run (disk stalls) | $deposit_half_stalls_all | |"
+  echo "| deposit at half rate: server CPU per stored message (µs) | $(cpu_of "$(basename "$deposit_half_run" .json)") | |"
+  echo "| deposit at half rate: the machine's cores busy (server + generator) | $(busy_of "$(basename "$deposit_half_run" .json)") | |"
+  echo "| deposit at half the one-in-flight maximum ($half1/s), median of 3 by p99: MSRP 200 p50 / p99 (ms) | $(jget "$deposit_half1_run" msrp_200_p50_ms) / $(jget "$deposit_half1_run" msrp_200_p99_ms) ($deposit_half1_p99_all) | p99 ≤ 5, if the maximum is this one |"
+  echo "| deposit at half the one-in-flight maximum: WAL fsyncs over 50 ms in each run; cores busy | $deposit_half1_stalls_all; $(busy_of "$(basename "$deposit_half1_run" .json)") | |"
   echo "| the same with synchronous = off: MSRP 200 p50 / p99 (ms) | $(jget "$tmp/deposit-half-nosync.json" msrp_200_p50_ms) / $(jget "$tmp/deposit-half-nosync.json" msrp_200_p99_ms) | |"
   echo "| store alone at half rate, 100 paced tasks: insert p99 (ms) | $store_half_p99 | |"
   echo "| paced deposits, $HALF_C long sessions: highest rate with p99 ≤ 5 ms (p99 per rate, ms) | $ladder_held ($ladder_all) | |"

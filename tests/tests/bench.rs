@@ -33,6 +33,21 @@ fn args(server: &Server, window: usize, rate: f64) -> DepositArgs {
     }
 }
 
+/// This process's CPU time in seconds (utime + stime of /proc/self/stat, 100 ticks a second),
+/// read here independently of the generator's own reading.
+fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let ticks: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse().unwrap_or(f64::NAN))
+        .collect();
+    anyhow::ensure!(ticks.len() == 2, "utime and stime in {stat}");
+    Ok((ticks[0] + ticks[1]) / 100.0)
+}
+
 async fn run_and_check(
     server: &Server,
     window: usize,
@@ -40,16 +55,25 @@ async fn run_and_check(
     sessions: f64,
 ) -> anyhow::Result<()> {
     let trace = tempfile::NamedTempFile::new()?;
+    let cpu_before = process_cpu_seconds()?;
     let report = deposit::run(DepositArgs {
         latency_trace: Some(trace.path().to_path_buf()),
         ..args(server, window, rate)
     })
     .await?;
+    let cpu_used = process_cpu_seconds()? - cpu_before;
     println!("{}", report.to_table());
     report.verdict()?;
     assert_eq!(report.get("messages_stored"), Some(120.0));
     assert_eq!(report.get("messages_failed"), Some(0.0));
     assert_eq!(report.get("sessions"), Some(sessions));
+    // The generator's own CPU during the run: within what this process used around it
+    // (whole 10 ms ticks, so a short run may show 0).
+    let cpu = report.get("generator_cpu_seconds").unwrap_or(f64::NAN);
+    assert!(
+        (0.0..=cpu_used + 1e-9).contains(&cpu),
+        "generator CPU {cpu} s, process {cpu_used} s"
+    );
     // One line per answered SEND, in the order sent, after the start.
     let text = std::fs::read_to_string(trace.path())?;
     assert!(text.starts_with("# started "), "{text}");

@@ -420,6 +420,7 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     let total = args.messages * c as u64;
     let progress = Progress::start("deposit", "stored", total);
     let started = Instant::now();
+    let cpu_at_start = super::sysinfo::cpu_seconds("self")?;
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -485,6 +486,13 @@ pub async fn run(args: DepositArgs) -> anyhow::Result<Report> {
     report.figure("sessions_failed", out.sessions_failed as f64, "");
     report.figure("sessions_per_sec", out.sessions as f64 / secs, "sessions/s");
     out.setup.report(&mut report, "setup");
+    // The generator shares the machine's cores with the server: what it took of them during
+    // the run is part of reading any latency figure (docs/benchmarks.md, "Where we stand").
+    report.figure(
+        "generator_cpu_seconds",
+        super::sysinfo::cpu_seconds("self")? - cpu_at_start,
+        "s",
+    );
     if let Some(e) = &out.first_error {
         eprintln!("deposit: first error: {e}");
     }
