@@ -175,12 +175,13 @@ server_cpu() {
   ticks=$(awk '{print $14 + $15}' "/proc/$server_pid/stat" 2>/dev/null) || return 0
   stored=$(jget "$tmp/$name.json" db_rows_added)
   python3 -c 'import sys, os
+ticks, since_up, stored, out = sys.argv[1:]
 tck = os.sysconf("SC_CLK_TCK")
-try: print(f"{int(sys.argv[1]) / tck * 1e6 / float(sys.argv[2]):.1f}")
-except Exception: print("-")' "$ticks" "$stored" >"$tmp/$name.cpu"
-  python3 -c 'import sys, os
-print((int(sys.argv[1]) - int(sys.argv[2])) / os.sysconf("SC_CLK_TCK"))' \
-    "$ticks" "$server_ticks_started" >"$tmp/$name.cpu-s"
+try: per_message = f"{int(ticks) / tck * 1e6 / float(stored):.1f}"
+except Exception: per_message = "-"
+open(out + ".cpu", "w").write(per_message + "\n")
+open(out + ".cpu-s", "w").write(f"{(int(ticks) - int(since_up)) / tck}\n")' \
+    "$ticks" "$server_ticks_started" "$stored" "$tmp/$name"
 }
 cpu_of() { cat "$tmp/$1.cpu" 2>/dev/null || echo -; }
 # busy_of NAME: how busy the machine's cores were during run NAME: the server's CPU since it was
@@ -282,9 +283,13 @@ print(f"{max(v):.0f}" if v else "-")' "$deposit_w1" "$(jget "$tmp/deposit-w16.js
 
 # p99 MSRP 200 latency at half the maximum deposit rate: end to end, the same with
 # synchronous = "off" (what the fsyncs add), and the store alone at that rate.
-half=$(python3 -c 'import sys
+# half_of RATE: RATE / 2, rounded; 0 when there is no rate.
+half_of() {
+  python3 -c 'import sys
 try: print(f"{float(sys.argv[1]) / 2:.0f}")
-except Exception: print(0)' "$deposit_max")
+except Exception: print(0)' "$1"
+}
+half=$(half_of "$deposit_max")
 # Sessions as long as in the maximum runs (M×C/K messages), so that the half rate is the same
 # work at half the pace, not twice the INVITEs and BYEs per message.
 SESSION_M=$(( (M * C + K - 1) / K ))
@@ -314,9 +319,7 @@ paced_runs() {
 paced_runs deposit-half "$half"
 # The same target read against the one-in-flight maximum, each caller's SEND waiting for the
 # previous 200 as a phone's chat does: half of it, the same sessions.
-half1=$(python3 -c 'import sys
-try: print(f"{float(sys.argv[1]) / 2:.0f}")
-except Exception: print(0)' "$deposit_w1")
+half1=$(half_of "$deposit_w1")
 paced_runs deposit-half1 "$half1"
 SYNC=off start_server deposit-half-nosync publish && {
   run_bench deposit-half-nosync deposit --sip "udp:$IP:$sip_port" --db "$db" \
@@ -355,18 +358,22 @@ ladder_step() {
     stop_all
   }
 }
+# stall_note NAME: " [fsyncs > 50 ms: N]" when run NAME met this disk's stalls, else nothing.
+stall_note() {
+  local stalls
+  stalls=$(stalls_of "$1")
+  [ "$stalls" = 0 ] || echo " [fsyncs > 50 ms: $stalls]"
+}
 within_5ms() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 5 else 1)' "$1" 2>/dev/null; }
 for rate in $LADDER; do
   ladder_step $rate ladder-$rate
   p99=$(jget "$tmp/ladder-$rate.json" msrp_200_p99_ms)
-  stalls=$(stalls_of ladder-$rate)
-  [ "$stalls" = 0 ] && stalls="" || stalls=" [fsyncs > 50 ms: $stalls]"
+  stalls=$(stall_note ladder-$rate)
   ladder_all="$ladder_all${ladder_all:+ / }$rate: $p99$stalls"
   if [ -n "$stalls" ] && ! within_5ms "$p99"; then
     ladder_step $rate ladder-$rate-again
     p99=$(jget "$tmp/ladder-$rate-again.json" msrp_200_p99_ms)
-    stalls=$(stalls_of ladder-$rate-again)
-    [ "$stalls" = 0 ] && stalls="" || stalls=" [fsyncs > 50 ms: $stalls]"
+    stalls=$(stall_note ladder-$rate-again)
     ladder_all="$ladder_all, again: $p99$stalls"
   fi
   if [ $ladder_open = 1 ] && within_5ms "$p99"; then

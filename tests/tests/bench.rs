@@ -6,6 +6,7 @@
 
 use e2e_tests::{open_store, Server};
 use mwi_store::bench::deposit::{self, DepositArgs};
+use mwi_store::bench::sysinfo::cpu_seconds;
 use mwi_store::bench::Target;
 
 fn args(server: &Server, window: usize, rate: f64) -> DepositArgs {
@@ -33,21 +34,6 @@ fn args(server: &Server, window: usize, rate: f64) -> DepositArgs {
     }
 }
 
-/// This process's CPU time in seconds (utime + stime of /proc/self/stat, 100 ticks a second),
-/// read here independently of the generator's own reading.
-fn process_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let ticks: Vec<f64> = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|t| t.parse().unwrap_or(f64::NAN))
-        .collect();
-    anyhow::ensure!(ticks.len() == 2, "utime and stime in {stat}");
-    Ok((ticks[0] + ticks[1]) / 100.0)
-}
-
 async fn run_and_check(
     server: &Server,
     window: usize,
@@ -55,13 +41,13 @@ async fn run_and_check(
     sessions: f64,
 ) -> anyhow::Result<()> {
     let trace = tempfile::NamedTempFile::new()?;
-    let cpu_before = process_cpu_seconds()?;
+    let cpu_before = cpu_seconds("self")?;
     let report = deposit::run(DepositArgs {
         latency_trace: Some(trace.path().to_path_buf()),
         ..args(server, window, rate)
     })
     .await?;
-    let cpu_used = process_cpu_seconds()? - cpu_before;
+    let cpu_used = cpu_seconds("self")? - cpu_before;
     println!("{}", report.to_table());
     report.verdict()?;
     assert_eq!(report.get("messages_stored"), Some(120.0));
