@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use message_store::{Store, StoreConfig, StoredId};
@@ -19,6 +20,8 @@ use message_store::{Store, StoreConfig, StoredId};
 const CHILD_ENV: &str = "CRASH_CHILD_DB";
 const ROUNDS: u32 = 5;
 const TASKS: u32 = 32;
+/// How long the child may take to acknowledge its first message before the round fails.
+const FIRST_ACK_DEADLINE: Duration = Duration::from_secs(30);
 
 fn main() {
     if let Some(db) = std::env::var_os(CHILD_ENV) {
@@ -84,13 +87,22 @@ fn every_acknowledged_message_survives_sigkill() {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (first_ack, first_acked) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
+            if stdout.read_line(&mut text).unwrap() > 0 {
+                let _ = first_ack.send(());
+            }
             stdout.read_to_string(&mut text).unwrap();
             text
         });
-        std::thread::sleep(Duration::from_millis(200 + jitter_ms(300)));
+        // The kill clock starts at the first acknowledgement, not at the spawn: a loaded CI
+        // machine may take longer than the jitter to start the child and open the file.
+        let started = first_acked.recv_timeout(FIRST_ACK_DEADLINE);
+        if started.is_ok() {
+            std::thread::sleep(Duration::from_millis(100 + jitter_ms(300)));
+        }
         // Child::kill is SIGKILL on Unix: no destructor, no final commit, no flush.
         child.kill().unwrap();
         child.wait().unwrap();
@@ -110,8 +122,8 @@ fn every_acknowledged_message_survives_sigkill() {
             })
             .collect();
         assert!(
-            !acked.is_empty(),
-            "round {round}: the child acknowledged nothing"
+            started.is_ok() && !acked.is_empty(),
+            "round {round}: the child acknowledged nothing in {FIRST_ACK_DEADLINE:?}"
         );
         total += acked.len();
 
