@@ -309,6 +309,23 @@ pub fn open_store(db: &Path) -> anyhow::Result<message_store::Store> {
     Ok(message_store::Store::open(config)?)
 }
 
+/// Checks `done` every 20 ms until it holds; after `wait`, fails with `what`. For a state the
+/// server reaches behind an answer (a row saved, a line logged), instead of a guessed sleep.
+pub async fn wait_until(
+    wait: Duration,
+    what: &str,
+    mut done: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    while !done().await? {
+        if Instant::now() > deadline {
+            bail!("{what} within {wait:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// A client endpoint: a SIP UA on UDP and an MSRP endpoint, both on `ip`.
 pub async fn client(
     ip: &str,

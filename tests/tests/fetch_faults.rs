@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use e2e_tests::{client, deposit, open_store, Server};
+use e2e_tests::{client, deposit, open_store, wait_until, Server};
 use msrp_session::cpim::CpimMessage;
 use mwi_store::client::chat::{call, CallOptions};
 use rand::Rng;
@@ -100,13 +100,8 @@ async fn cut_fetches_and_killed_servers_delete_only_what_was_acknowledged() -> a
             fetch.session.close();
             drop(fetch);
             // The server notices, finishes its deletions and releases its claims.
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while interrupted(&server) == before {
-                if tokio::time::Instant::now() > deadline {
-                    bail!("round {round}: the server did not log the interrupted fetch");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("round {round}: the server did not log the interrupted fetch");
+            wait_until(WAIT, &what, async || Ok(interrupted(&server) != before)).await?;
         }
         let stored = bodies_in_store(&server.db).await?;
         let lost: Vec<&String> = all

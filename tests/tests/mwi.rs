@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{client, deposit, open_store, start_with_presence, texts, Server};
+use e2e_tests::{client, deposit, open_store, start_with_presence, texts, wait_until, Server};
 use mwi_store::client::chat::CallOptions;
 use mwi_store::client::presence::PresenceServer;
 use mwi_store::client::sip_uac::SipUac;
@@ -69,11 +69,12 @@ async fn publish_lifecycle_412_recovery_and_restart() -> anyhow::Result<()> {
     // publication (SIP-If-Match), so the proxy does not get a second one.
     // The ETag is saved after the 200 arrives; kill only once it is on disk.
     let store = open_store(&server.db)?;
-    let deadline = Instant::now() + WAIT;
-    while store.publication(BOB).await?.map(|r| r.etag).as_deref() != Some(etag.as_str()) {
-        anyhow::ensure!(Instant::now() < deadline, "the ETag {etag} was never saved");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        WAIT,
+        &format!("the ETag {etag} was not saved"),
+        async || Ok(store.publication(BOB).await?.map(|r| r.etag) == Some(etag.clone())),
+    )
+    .await?;
     drop(store);
     let (dir, db) = server.kill()?;
     let _server = Server::start_in(dir, db, &config)?;
